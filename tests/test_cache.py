@@ -1,0 +1,102 @@
+"""The persistent thought cache."""
+
+import multiprocessing
+import os
+import threading
+
+import numpy as np
+import torch
+from conftest import QUERIES
+
+from o1_embedder import ThoughtCache
+from o1_embedder.thinking.cache import CachedThought
+
+
+def test_repeated_encode_query_generates_nothing(tiny_model, tmp_path):
+    module = tiny_model[0]
+    module.thought_cache = ThoughtCache(tmp_path / "t.sqlite")
+    first = tiny_model.encode_query(QUERIES)
+    calls = module.stats["generate_calls"]
+    assert calls >= 1 and len(module.thought_cache) == 2 * len(QUERIES)
+    second = tiny_model.encode_query(QUERIES)
+    assert module.stats["generate_calls"] == calls  # nothing generated the second time
+    np.testing.assert_allclose(first, second, atol=1e-4)
+    # A new query among known ones: only it is generated.
+    tiny_model.encode_query(QUERIES + ["a new query about shock waves"])
+    assert module.stats["generate_calls"] == calls + 1
+    assert module.stats["thoughts_generated"] == 2 * len(QUERIES) + 2
+
+
+def test_key_covers_settings_and_weights(tiny_model, tmp_path):
+    module = tiny_model[0]
+    module.thought_cache = ThoughtCache(tmp_path / "t.sqlite")
+    tiny_model.encode_query(QUERIES[:2])
+    generated = module.stats["thoughts_generated"]
+    module.configure(seed=123)  # new seed: new thoughts
+    tiny_model.encode_query(QUERIES[:2])
+    assert module.stats["thoughts_generated"] == generated + 4
+    module.configure(num_thoughts=3)  # samples 0 and 1 are known, sample 2 is new
+    tiny_model.encode_query(QUERIES[:2])
+    assert module.stats["thoughts_generated"] == generated + 4 + 2
+    with torch.no_grad():  # changed weights: new fingerprint, new thoughts
+        module.model.get_input_embeddings().weight[5] += 1.0
+    tiny_model.encode_query(QUERIES[:2])
+    assert module.stats["thoughts_generated"] == generated + 4 + 2 + 6
+
+
+def test_cache_off_switch(tiny_model, monkeypatch):
+    monkeypatch.setenv("O1_EMBEDDER_THOUGHT_CACHE", "off")
+    assert ThoughtCache.from_env() is None
+    module = tiny_model[0]
+    module.use_thought_cache, module._thought_cache = True, None
+    assert module.thought_cache is None
+    tiny_model.encode_query(QUERIES[:1])
+    tiny_model.encode_query(QUERIES[:1])
+    assert module.stats["generate_calls"] == 2
+
+
+def test_cache_location_from_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("O1_EMBEDDER_THOUGHT_CACHE", str(tmp_path / "sub" / "c.sqlite"))
+    cache = ThoughtCache.from_env()
+    assert cache.path == tmp_path / "sub" / "c.sqlite" and cache.path.exists()
+
+
+def _reader(path, keys, out):
+    cache = ThoughtCache(path)
+    for _ in range(20):
+        got = cache.get_many(keys)
+        out.put(len(got))
+
+
+def test_concurrent_readers_and_a_writer(tmp_path):
+    path = tmp_path / "c.sqlite"
+    cache = ThoughtCache(path)
+    keys = [f"k{i}" for i in range(50)]
+    cache.put_many([(k, "q", 0, CachedThought(f"thought {k}", [1, 2, 3])) for k in keys])
+    queue = multiprocessing.get_context("spawn").Queue()
+    procs = [multiprocessing.get_context("spawn").Process(target=_reader, args=(path, keys, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    errors = []
+
+    def writer():
+        try:
+            for i in range(20):
+                ThoughtCache(path).put_many([(f"w{i}", "q", 0, CachedThought("w", [i]))])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer)] + [
+        threading.Thread(target=lambda: [cache.get_many(keys) for _ in range(20)]) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    counts = [queue.get(timeout=10) for _ in range(40)]
+    assert not errors and set(counts) == {50}
+    assert len(cache) == 70
+    assert cache.get_many(["k3"])["k3"] == CachedThought("thought k3", [1, 2, 3])
+    assert os.path.getsize(path) > 0
