@@ -1,0 +1,409 @@
+"""Retrieval evaluation: exact dense search, BM25, a corpus-embedding cache and reports.
+
+The corpus side is paid for once: :class:`EmbeddingCache` keeps corpus embeddings on disk under a key
+made of the model fingerprint and the exact (sorted) corpus ids and texts, so re-running an evaluation
+with other query settings (thinking on/off, more thoughts) never re-embeds the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..data.beir import BeirDataset, document_text
+from .metrics import HEADLINE_METRICS, evaluate_run, relevant_queries
+
+__all__ = [
+    "EmbeddingCache",
+    "bm25_run",
+    "embed_corpus",
+    "evaluate_bm25",
+    "evaluate_dense",
+    "exact_search",
+    "model_fingerprint",
+    "results_markdown",
+    "write_report",
+]
+
+logger = logging.getLogger(__name__)
+
+Run = dict[str, dict[str, float]]
+
+
+# ----------------------------------------------------------------------------------------------- search
+def exact_search(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: Sequence[str], query_ids: Sequence[str],
+                 top_k: int = 100) -> Run:
+    """Inner-product search over all documents (faiss ``IndexFlatIP``), ``top_k`` per query.
+
+    Embeddings are expected L2-normalised (inner product = cosine). Returns ``{query id: {doc id: score}}``.
+    """
+    import faiss
+
+    queries = np.ascontiguousarray(query_emb, dtype=np.float32)
+    docs = np.ascontiguousarray(doc_emb, dtype=np.float32)
+    if queries.ndim != 2 or docs.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D, got query {queries.shape} and document {docs.shape}")
+    if queries.shape[1] != docs.shape[1]:
+        raise ValueError(f"dimension mismatch: queries have {queries.shape[1]}, documents {docs.shape[1]}")
+    if len(query_ids) != queries.shape[0] or len(doc_ids) != docs.shape[0]:
+        raise ValueError(f"{len(query_ids)} query ids for {queries.shape[0]} query rows, "
+                         f"{len(doc_ids)} document ids for {docs.shape[0]} document rows")
+    for what, array, ids in (("query", queries, query_ids), ("document", docs, doc_ids)):
+        bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+        if bad.size:
+            shown = ", ".join(repr(ids[i]) for i in bad[:5])
+            raise ValueError(f"{bad.size} {what} embedding(s) contain NaN or inf, e.g. ids {shown}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    run: Run = {str(qid): {} for qid in query_ids}
+    if docs.shape[0] == 0 or queries.shape[0] == 0:
+        return run
+    index = faiss.IndexFlatIP(docs.shape[1])
+    index.add(docs)
+    scores, indices = index.search(queries, min(top_k, docs.shape[0]))
+    for row, qid in enumerate(query_ids):
+        run[str(qid)] = {str(doc_ids[i]): float(s) for i, s in zip(indices[row], scores[row]) if i >= 0}
+    return run
+
+
+def bm25_run(corpus: Mapping[str, dict], queries: Mapping[str, str], top_k: int = 100,
+             show_progress: bool = False) -> Run:
+    """BM25 (``bm25s`` defaults, English stopwords, no stemming) over ``title text`` of each document.
+
+    Documents sharing no term with a query (score 0) are not returned for it.
+    """
+    import bm25s
+
+    doc_ids = list(corpus)
+    query_ids = list(queries)
+    run: Run = {str(qid): {} for qid in query_ids}
+    if not doc_ids or not query_ids:
+        return run
+    tokenizer = bm25s.tokenization.Tokenizer(stopwords="en")
+    corpus_tokens = tokenizer.tokenize([document_text(corpus[d]) for d in doc_ids], update_vocab=True,
+                                       return_as="ids", show_progress=show_progress)
+    retriever = bm25s.BM25()
+    retriever.index(corpus_tokens, show_progress=show_progress)
+    query_tokens = tokenizer.tokenize([queries[q] for q in query_ids], update_vocab=False, return_as="ids",
+                                      show_progress=show_progress)
+    # bm25s gives a text without known tokens (empty, only stopwords, unseen words) the id of the empty
+    # string, which would then "match" empty documents: drop it, and skip queries left with no terms.
+    empty_id = tokenizer.get_vocab_dict().get("")
+    query_tokens = [[t for t in tokens if t != empty_id] for tokens in query_tokens]
+    searchable = [row for row, tokens in enumerate(query_tokens) if tokens]
+    if not searchable:
+        return run
+    k = min(top_k, len(doc_ids))
+    indices, scores = retriever.retrieve([query_tokens[row] for row in searchable], k=k,
+                                         show_progress=show_progress, n_threads=1)
+    for position, row in enumerate(searchable):
+        run[str(query_ids[row])] = {doc_ids[i]: float(s) for i, s in zip(indices[position], scores[position]) if s > 0}
+    return run
+
+
+# ------------------------------------------------------------------------------------------------ cache
+def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Write a file through ``write(handle)`` into a temporary sibling, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+class EmbeddingCache:
+    """Arrays on disk (``{key}.npy``), written atomically; the key is a SHA-256 of the key parts.
+
+    ``hits`` and ``misses`` count lookups. A cached file that cannot be read, or has the wrong number
+    of rows, is recomputed (with a warning) and replaced.
+    """
+
+    VERSION = "o1_embedder.embedding_cache.v1"
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def key(cls, key_parts: Iterable[str]) -> str:
+        """SHA-256 over the parts, each length-prefixed so that no two part lists collide."""
+        digest = hashlib.sha256(cls.VERSION.encode())
+        for part in key_parts:
+            data = str(part).encode("utf-8")
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+        return digest.hexdigest()
+
+    @staticmethod
+    def corpus_key_parts(fingerprint: str, doc_ids: Sequence[str], texts: Sequence[str]) -> list[str]:
+        """Key parts for a corpus: the model fingerprint, then ``id, text`` pairs sorted by id."""
+        if len(doc_ids) != len(texts):
+            raise ValueError(f"{len(doc_ids)} document ids but {len(texts)} texts")
+        parts = [f"model:{fingerprint}"]
+        for doc_id, text in sorted(zip(doc_ids, texts)):
+            parts += [doc_id, text]
+        return parts
+
+    def path_for(self, key: str) -> Path:
+        return self.directory / f"{key}.npy"
+
+    def get_or_compute(self, key_parts: Iterable[str], compute_fn: Callable[[], np.ndarray],
+                       expected_rows: int | None = None) -> np.ndarray:
+        """The array stored under ``key_parts``, or ``compute_fn()`` stored there and returned."""
+        path = self.path_for(self.key(key_parts))
+        if path.exists():
+            try:
+                array = np.load(path, allow_pickle=False)
+                if expected_rows is None or array.shape[0] == expected_rows:
+                    self.hits += 1
+                    return array
+                logger.warning("embedding cache %s has %d rows, expected %d; recomputing", path, array.shape[0],
+                               expected_rows)
+            except (OSError, ValueError) as err:
+                logger.warning("embedding cache %s is unreadable (%s); recomputing", path, err)
+        self.misses += 1
+        array = np.asarray(compute_fn())
+        if expected_rows is not None and array.shape[0] != expected_rows:
+            raise ValueError(f"compute_fn returned {array.shape[0]} rows, expected {expected_rows}")
+        _atomic_write_bytes(path, lambda handle: np.save(handle, array, allow_pickle=False))
+        return array
+
+
+# ------------------------------------------------------------------------------------------------ model
+def embed_corpus(model, texts: Sequence[str], batch_size: int, show_progress_bar: bool = True) -> np.ndarray:
+    """Document embeddings (float32, L2-normalised) via ``model.encode_document``."""
+    embeddings = model.encode_document(list(texts), batch_size=batch_size, show_progress_bar=show_progress_bar,
+                                       convert_to_numpy=True, normalize_embeddings=True)
+    return np.asarray(embeddings, dtype=np.float32)
+
+
+def _weights_digest(model) -> str:
+    """SHA-256 of every parameter and buffer: name, shape, dtype and raw bytes (exact, ~1 GB/s on a CPU)."""
+    import torch
+
+    digest = hashlib.sha256()
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    with torch.no_grad():
+        for name, tensor in sorted(tensors, key=lambda item: item[0]):
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+            digest.update(raw)
+    return digest.hexdigest()[:32]
+
+
+def model_fingerprint(model) -> str:
+    """A string that changes whenever the model's document embeddings could change.
+
+    The first module's ``fingerprint()`` when it has one (o1-embedder models), else a hash of all
+    weights; plus every module's class and config, ``max_seq_length`` and the model's prompts.
+    """
+    first = model[0]
+    module_fingerprint = getattr(first, "fingerprint", None)
+    parts = [f"module:{module_fingerprint()}" if callable(module_fingerprint) else f"weights:{_weights_digest(model)}"]
+    for module in model:
+        config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+        parts.append(f"{type(module).__module__}.{type(module).__qualname__}:"
+                     f"{json.dumps(config, sort_keys=True, default=str)}")
+    parts.append(f"max_seq_length={getattr(model, 'max_seq_length', None)}")
+    parts.append(f"prompts={json.dumps(getattr(model, 'prompts', {}) or {}, sort_keys=True)}")
+    parts.append(f"default_prompt_name={getattr(model, 'default_prompt_name', None)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def _module_stats(model) -> dict[str, float] | None:
+    """A copy of the first module's numeric ``stats`` dict (o1-embedder: generated tokens, thoughts), if any."""
+    try:
+        stats = getattr(model[0], "stats", None)
+    except (TypeError, IndexError, KeyError):
+        return None
+    if not isinstance(stats, dict):
+        return None
+    return {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+
+
+def evaluate_dense(model, dataset: BeirDataset, *, name: str, query_kwargs: dict | None = None,
+                   cache_dir: str | os.PathLike | None = None, batch_size: int = 16, top_k: int = 100,
+                   fingerprint: str | None = None, show_progress_bar: bool = False) -> dict[str, Any]:
+    """Embed corpus and queries with a Sentence-Transformers model, search exactly, score.
+
+    Only the queries with a relevant judgment are encoded. ``query_kwargs`` go to ``model.encode_query``
+    (for o1-embedder models e.g. ``{"think": False}``; pass nothing for plain models). With ``cache_dir``
+    corpus embeddings are cached under ``fingerprint`` (default: :func:`model_fingerprint`) and the corpus.
+
+    Returns ``name``, ``dataset``, ``num_queries``, ``num_docs``, ``metrics`` (see
+    :func:`~o1_embedder.evaluation.metrics.evaluate_run`), ``seconds_corpus`` (≈0 on a cache hit),
+    ``corpus_cache_hit``, ``seconds_queries``, ``seconds_per_query``, and when the model's first module
+    keeps ``stats`` (o1-embedder), ``generated_tokens_per_query`` and ``query_stats`` (the deltas).
+    """
+    query_kwargs = dict(query_kwargs or {})
+    doc_ids = sorted(dataset.corpus)  # canonical order: the cache key sorts by id too
+    texts = [document_text(dataset.corpus[d]) for d in doc_ids]
+
+    started = time.perf_counter()
+    cache_hit = None
+    if cache_dir is not None:
+        cache = EmbeddingCache(cache_dir)
+        fingerprint = fingerprint or model_fingerprint(model)
+        doc_emb = cache.get_or_compute(
+            EmbeddingCache.corpus_key_parts(fingerprint, doc_ids, texts),
+            lambda: embed_corpus(model, texts, batch_size, show_progress_bar),
+            expected_rows=len(doc_ids),
+        )
+        cache_hit = cache.hits > 0
+    else:
+        doc_emb = embed_corpus(model, texts, batch_size, show_progress_bar)
+    seconds_corpus = time.perf_counter() - started
+
+    query_ids = [qid for qid in relevant_queries(dataset.qrels) if qid in dataset.queries]
+    before = _module_stats(model)
+    started = time.perf_counter()
+    query_emb = model.encode_query([dataset.queries[q] for q in query_ids], batch_size=batch_size,
+                                   show_progress_bar=show_progress_bar, convert_to_numpy=True,
+                                   normalize_embeddings=True, **query_kwargs)
+    seconds_queries = time.perf_counter() - started
+    after = _module_stats(model)
+
+    run = exact_search(np.asarray(query_emb), doc_emb, doc_ids, query_ids, top_k=top_k)
+    result: dict[str, Any] = {
+        "name": name,
+        "dataset": dataset.name,
+        "num_queries": len(query_ids),
+        "num_docs": len(doc_ids),
+        "metrics": evaluate_run(dataset.qrels, run),
+        "seconds_corpus": seconds_corpus,
+        "corpus_cache_hit": cache_hit,
+        "seconds_queries": seconds_queries,
+        "seconds_per_query": seconds_queries / max(len(query_ids), 1),
+        "query_kwargs": {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+                         for k, v in query_kwargs.items()},
+        "top_k": top_k,
+    }
+    if before is not None and after is not None:
+        delta = {k: after[k] - before.get(k, 0) for k in after}
+        result["query_stats"] = delta
+        if "generated_tokens" in delta:
+            result["generated_tokens_per_query"] = delta["generated_tokens"] / max(len(query_ids), 1)
+    return result
+
+
+def evaluate_bm25(dataset: BeirDataset, *, name: str = "BM25", top_k: int = 100) -> dict[str, Any]:
+    """The BM25 baseline in the same result format as :func:`evaluate_dense` (corpus time = indexing + search)."""
+    query_ids = [qid for qid in relevant_queries(dataset.qrels) if qid in dataset.queries]
+    started = time.perf_counter()
+    run = bm25_run(dataset.corpus, {q: dataset.queries[q] for q in query_ids}, top_k=top_k)
+    seconds = time.perf_counter() - started
+    return {
+        "name": name,
+        "dataset": dataset.name,
+        "num_queries": len(query_ids),
+        "num_docs": len(dataset.corpus),
+        "metrics": evaluate_run(dataset.qrels, run),
+        "seconds_corpus": seconds,
+        "corpus_cache_hit": None,
+        "seconds_queries": 0.0,
+        "seconds_per_query": seconds / max(len(query_ids), 1),
+        "top_k": top_k,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- report
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def results_markdown(results: Sequence[Mapping[str, Any]], title: str) -> str:
+    """The Markdown table of a report (one row per result)."""
+    with_tokens = any(r.get("generated_tokens_per_query") is not None for r in results)
+    header = ["model", "nDCG@10", "MRR@10", "Recall@100", "seconds/query"] + (["tokens/query"] if with_tokens else [])
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    for r in results:
+        metrics = r.get("metrics", {})
+        row = [str(r.get("name", "?")).replace("|", "\\|")] + [_fmt(metrics.get(m)) for m in HEADLINE_METRICS]
+        row.append(_fmt(r.get("seconds_per_query")))
+        if with_tokens:
+            row.append(_fmt(r.get("generated_tokens_per_query"), 1))
+        lines.append("| " + " | ".join(row) + " |")
+    datasets = sorted({f"{r['dataset']}" for r in results if r.get("dataset")})
+    if datasets:
+        lines += ["", f"Dataset: {', '.join(datasets)}. Metrics averaged over queries with a relevant judgment; "
+                      "a query with no ranking counts as 0."]
+    return "\n".join(lines) + "\n"
+
+
+def _bar_chart_png(results: Sequence[Mapping[str, Any]], title: str) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [str(r.get("name", "?")) for r in results]
+    labels = ["nDCG@10", "MRR@10", "Recall@100"]
+    width = 0.8 / len(labels)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names) + 2), 4.5))
+    try:
+        for i, (metric, label) in enumerate(zip(HEADLINE_METRICS, labels)):
+            values = [float(r.get("metrics", {}).get(metric) or 0.0) for r in results]
+            bars = ax.bar(x + (i - (len(labels) - 1) / 2) * width, values, width, label=label)
+            ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+        ax.set_xticks(x, names, rotation=15 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
+        ax.set_ylim(0, 1.08)
+        ax.set_ylabel("score")
+        ax.set_title(title)
+        ax.legend(loc="upper left", ncols=3, fontsize=8)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=120)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_report(results: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, title: str) -> dict[str, Path]:
+    """Write ``results.json``, ``results.md`` and ``results.png`` (each atomically) and return their paths."""
+    if not results:
+        raise ValueError("write_report needs at least one result")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "results.png"}
+    payload = {"title": title, "results": [dict(r) for r in results]}
+    _atomic_write_text(paths["json"], json.dumps(payload, indent=2, default=_json_default) + "\n")
+    _atomic_write_text(paths["md"], results_markdown(results, title))
+    png = _bar_chart_png(results, title)
+    _atomic_write_bytes(paths["png"], lambda handle: handle.write(png))
+    return paths
