@@ -100,3 +100,31 @@ def test_concurrent_readers_and_a_writer(tmp_path):
     assert len(cache) == 70
     assert cache.get_many(["k3"])["k3"] == CachedThought("thought k3", [1, 2, 3])
     assert os.path.getsize(path) > 0
+
+
+def test_thought_without_embedding_is_embedded_in_one_pass(tiny_model, tmp_path):
+    """A thought stored by someone else (text + ids, no vector) is used as is: no generation."""
+    from o1_embedder.model.encoding import embed_sequences
+
+    module = tiny_model[0]
+    module.configure(num_thoughts=1, do_sample=False)
+    module.thought_cache = ThoughtCache(tmp_path / "t.sqlite")
+    thought_ids = module.tokenizer("the boundary layer separates", add_special_tokens=False)["input_ids"]
+    key = module._cache_keys(["what is separation"], 1)[0][0]
+    module.thought_cache.put_many([(key, "what is separation", 0, CachedThought("x", thought_ids))])
+    emb = tiny_model.encode_query(["what is separation"], convert_to_tensor=True)
+    assert module.stats["generate_calls"] == 0 and module.stats["thoughts_from_cache"] == 1
+    prompt = module.builder.query_prompts(["what is separation"])[0]
+    with torch.no_grad():
+        ref = embed_sequences(module.model, [module.builder.close_thought(prompt, thought_ids)],
+                              module.tokenizer.pad_token_id)
+    assert torch.allclose(emb, ref, atol=1e-5)
+
+
+def test_fingerprint_sees_a_single_element(tiny_model):
+    module = tiny_model[0]
+    before = module.fingerprint()
+    assert module.fingerprint() == before
+    with torch.no_grad():
+        module.model.get_output_embeddings().weight[3, 7] += 1e-3
+    assert module.fingerprint() != before

@@ -99,27 +99,47 @@ def seeded(seed: int | None, device: torch.device):
         yield
 
 
+def split_generated(generated: torch.Tensor, eos_id: int) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
+    """Split ``generate``'s new tokens into thoughts.
+
+    Returns the thought ids (without eos), a mask of the generated tokens that belong to the sequence
+    (thought + its eos; padding after eos excluded), and which rows ended with eos.
+    """
+    rows, steps = generated.shape
+    is_eos = generated == eos_id
+    finished = is_eos.any(dim=1)
+    # Index of the token that ends each thought: the first eos, or the last step for unfinished rows.
+    last = torch.full((rows,), steps - 1, dtype=torch.long, device=generated.device)
+    end = torch.where(finished, is_eos.int().argmax(dim=1), last)
+    generated_mask = (torch.arange(steps, device=generated.device)[None, :] <= end[:, None]).long()
+    thought_ids = [generated[r, : end[r] + (0 if finished[r] else 1)].tolist() for r in range(rows)]
+    return thought_ids, generated_mask, finished
+
+
 @torch.no_grad()
-def think_and_embed(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id: int, eos_id: int,
-                    emb_id: int, suppress_ids: list[int]) -> ThinkResult:
-    """Generate one thought per prompt and return the ``<emb>`` state read from generation's KV cache."""
+def generate(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id: int, eos_id: int,
+             suppress_ids: list[int]):
+    """Run ``lm.generate`` on left-padded prompts. Returns (generate output, prompt attention mask).
+
+    The format's special tokens are suppressed so a thought never contains ``<emb>`` and the like.
+    """
     ids, mask = left_pad(prompts, pad_id, lm.device)
-    prompt_width = ids.shape[1]
     with seeded(settings.seed if settings.do_sample else None, lm.device):
         out = lm.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=settings.max_new_tokens,
             pad_token_id=pad_id, eos_token_id=eos_id, suppress_tokens=suppress_ids or None,
             return_dict_in_generate=True, use_cache=True, **settings.generate_kwargs(),
         )
-    generated = out.sequences[:, prompt_width:]
-    rows, steps = generated.shape
-    is_eos = generated == eos_id
-    finished = is_eos.any(dim=1)
-    # Index of the token that ends each thought: the first eos, or the last step for unfinished rows.
-    end = torch.where(finished, is_eos.int().argmax(dim=1), torch.full_like(finished, steps - 1, dtype=torch.long))
-    step_index = torch.arange(steps, device=generated.device)
-    generated_mask = (step_index[None, :] <= end[:, None]).long()
-    thought_ids = [generated[r, : end[r] + (0 if finished[r] else 1)].tolist() for r in range(rows)]
+    return out, mask
+
+
+@torch.no_grad()
+def think_and_embed(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id: int, eos_id: int,
+                    emb_id: int, suppress_ids: list[int]) -> ThinkResult:
+    """Generate one thought per prompt and return the ``<emb>`` state read from generation's KV cache."""
+    out, mask = generate(lm, prompts, settings=settings, pad_id=pad_id, eos_id=eos_id, suppress_ids=suppress_ids)
+    generated = out.sequences[:, mask.shape[1]:]
+    thought_ids, generated_mask, finished = split_generated(generated, eos_id)
 
     cache = out.past_key_values  # holds prompt + generated[:, :-1]
     tail = torch.stack([generated[:, -1], torch.full_like(generated[:, -1], eos_id),

@@ -138,7 +138,8 @@ class O1Embedder(InputModule):
         return self.tokenizer.convert_tokens_to_ids(self._format.special_tokens)
 
     def fingerprint(self) -> str:
-        """Hash of the backbone (config, tokenizer size, dtype and a strided sample of every weight).
+        """Hash of the backbone: config, tokenizer size, and per weight its shape, dtype, sum, norm and a strided
+        sample (so a change to any single element changes the fingerprint).
 
         Recomputed only when a parameter was modified in place since the last call (optimizer steps,
         merges), which torch tracks with each tensor's version counter.
@@ -156,6 +157,9 @@ class O1Embedder(InputModule):
                 steps = min(flat.numel(), 512)
                 index = torch.arange(steps, device=flat.device) * (flat.numel() - 1) // max(steps - 1, 1)
                 digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
+                summary = torch.stack([flat.sum(dtype=torch.float32),
+                                       torch.linalg.vector_norm(flat, dtype=torch.float32)])
+                digest.update(summary.cpu().numpy().tobytes())
                 digest.update(flat[index].float().cpu().numpy().tobytes())
         self._fingerprint = (version, digest.hexdigest()[:32])
         return self._fingerprint[1]
@@ -198,8 +202,9 @@ class O1Embedder(InputModule):
                         ) -> tuple[torch.Tensor, list[list[str]]]:
         """Embed queries with thinking. Returns ``(embeddings (n, hidden), thoughts [n][K])``.
 
-        Thoughts found in the thought cache are embedded with one forward pass over
-        ``prompt + thought + eos + <emb>``; the others are generated and embedded from the KV cache.
+        Thoughts found in the thought cache come with their embedding (no model call); a cached thought
+        without one is embedded with one forward pass over ``prompt + thought + eos + <emb>``. The others
+        are generated and embedded from generation's KV cache.
         """
         queries = validate_texts(queries, "queries")
         if prompt_ids is None:
@@ -217,11 +222,17 @@ class O1Embedder(InputModule):
         thoughts: list[list[str]] = [[""] * samples for _ in queries]
 
         if hits:
-            cached = [found[keys[i][k]] for i, k in hits]
-            sequences = [self.builder.close_thought(prompt_ids[i], c.token_ids) for (i, _), c in zip(hits, cached)]
-            emb = embed_sequences(self.model, sequences, self.tokenizer.pad_token_id)
-            for (i, k), c, e in zip(hits, cached, emb):
-                vectors[i, k], thoughts[i][k] = e, c.text
+            cached = {s: found[keys[s[0]][s[1]]] for s in hits}
+            reencode = [s for s in hits if cached[s].embedding is None or cached[s].embedding.shape[0] != hidden]
+            for i, k in hits:
+                thoughts[i][k] = cached[(i, k)].text
+                if cached[(i, k)].embedding is not None and (i, k) not in reencode:
+                    vectors[i, k] = torch.from_numpy(cached[(i, k)].embedding)
+            if reencode:  # thought known (e.g. synthesised elsewhere) but not its embedding: one forward pass
+                sequences = [self.builder.close_thought(prompt_ids[i], cached[(i, k)].token_ids) for i, k in reencode]
+                emb = embed_sequences(self.model, sequences, self.tokenizer.pad_token_id)
+                for (i, k), e in zip(reencode, emb):
+                    vectors[i, k] = e
             self.stats["thoughts_from_cache"] += len(hits)
         if misses:
             result = think_and_embed(
@@ -236,8 +247,9 @@ class O1Embedder(InputModule):
             self.stats["thoughts_generated"] += len(misses)
             self.stats["generated_tokens"] += result.generated_tokens
             if cache is not None:
-                cache.put_many([(keys[i][k], queries[i], k, CachedThought(text, ids))
-                                for (i, k), text, ids in zip(misses, texts, result.thought_ids)])
+                vecs = result.embeddings.cpu().numpy()
+                cache.put_many([(keys[i][k], queries[i], k, CachedThought(text, ids, vec))
+                                for (i, k), text, ids, vec in zip(misses, texts, result.thought_ids, vecs)])
         embeddings = F.normalize(vectors.mean(dim=1), dim=-1)
         if samples < self.num_thoughts:  # greedy: the K thoughts are one thought repeated
             thoughts = [row * self.num_thoughts for row in thoughts]

