@@ -70,3 +70,23 @@ def save_model(model: SentenceTransformer, path: str | os.PathLike) -> Path:
 def materialize_default(path: str | os.PathLike = DEFAULT_MODEL_NAME, **settings) -> Path:
     """Write the embedded default as a model folder (``SentenceTransformer(path, trust_remote_code=True)`` loads it)."""
     return save_model(default_model(**settings), path)
+
+
+def convert_checkpoint(source: str, target: str | os.PathLike, *, allow_missing_tokens: bool = False,
+                       **settings) -> Path:
+    """Turn a released O1 Embedder checkpoint (a merged causal LM whose tokenizer has ``<query>``, ``</query>``,
+    ``<thought>`` and ``<emb>``) into an o1-embedder model folder with the reference sequence layout.
+
+    The trained rows of the special tokens are kept. A checkpoint without them is refused unless
+    ``allow_missing_tokens`` (then they are added with mean-initialised rows: an untrained embedder).
+    """
+    from transformers import AutoTokenizer
+
+    from o1_embedder.model.formats import SPECIAL_TOKENS
+
+    vocab = AutoTokenizer.from_pretrained(source).get_vocab()
+    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    if missing and not allow_missing_tokens:
+        raise ValueError(f"{source}: tokenizer lacks the special token(s) {missing}; not an O1 Embedder checkpoint "
+                         "(pass allow_missing_tokens=True / --allow-missing-tokens to add them untrained)")
+    return save_model(build_model(source, **settings), target)

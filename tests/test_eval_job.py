@@ -1,0 +1,76 @@
+"""The `o1-embedder eval` job and the other commands, on a tiny model and a small Cranfield subset."""
+
+import json
+
+import pytest
+
+from o1_embedder import save_model
+from o1_embedder.cli import main
+
+
+@pytest.fixture()
+def saved_tiny(tiny_model, tmp_path):
+    tiny_model[0].configure(num_thoughts=1, do_sample=False, max_new_tokens=4)
+    return str(save_model(tiny_model, tmp_path / "tiny"))
+
+
+def test_eval_command_writes_the_comparison(saved_tiny, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["eval", "cranfield", "--model", saved_tiny, "--max-queries", "4", "--max-docs", "60",
+                 "--max-document-tokens", "32", "--cache-dir", str(tmp_path / "emb"), "--output", str(out)])
+    assert code == 0
+    report = json.loads((out / "results.json").read_text())
+    names = [r["name"] for r in report["results"]]
+    assert names == ["o1-embedder (think)", "o1-embedder (no think)", "BM25", "all-MiniLM-L6-v2"]
+    think, no_think = report["results"][:2]
+    assert think["query_stats"]["thoughts_generated"] == 4 and think["generated_tokens_per_query"] > 0
+    assert no_think["query_stats"]["generate_calls"] == 0
+    assert no_think["corpus_cache_hit"] is True  # the corpus is embedded once for both query settings
+    for r in report["results"]:
+        assert r["num_queries"] == 4 and r["num_docs"] == 60
+        assert 0.0 <= r["metrics"]["ndcg@10"] <= 1.0
+    minilm = report["results"][3]["metrics"]["ndcg@10"]
+    assert minilm > 0.2  # a real pretrained model finds relevant aeronautics abstracts
+    assert (out / "results.png").stat().st_size > 1000
+    table = (out / "results.md").read_text()
+    assert "| BM25 |" in table and "o1-embedder (think)" in table
+    printed = capsys.readouterr().out
+    assert "4 of 225 queries" in printed and "60 of 1400 documents" in printed
+
+
+def test_eval_reports_bad_dataset(tmp_path, capsys):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n{"_id": "d1"\n')
+    (tmp_path / "bad" / "queries.jsonl").write_text('{"_id": "q1", "text": "y"}\n')
+    (tmp_path / "bad" / "qrels").mkdir()
+    (tmp_path / "bad" / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    code = main(["eval", str(tmp_path / "bad"), "--no-bm25", "--compare"])
+    assert code == 2
+    assert "corpus.jsonl:2" in capsys.readouterr().err
+
+
+def test_think_command_prints_thoughts(saved_tiny, capsys):
+    assert main(["think", "what is a boundary layer", "--model", saved_tiny, "--max-new-tokens", "3"]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["query"] == "what is a boundary layer" and len(line["thoughts"]) == 1
+
+
+def test_convert_keeps_trained_special_tokens(saved_tiny, tmp_path):
+    from o1_embedder import load_model
+    from o1_embedder.model.loading import convert_checkpoint
+
+    # A "released checkpoint": a plain causal LM folder whose tokenizer already has the four tokens.
+    src = load_model(saved_tiny)
+    lm_dir = tmp_path / "released"
+    src[0].model.save_pretrained(lm_dir)
+    src[0].tokenizer.save_pretrained(lm_dir)
+    emb_row = src[0].model.get_input_embeddings().weight[src[0].builder.emb_id].detach().clone()
+    assert main(["convert", str(lm_dir), str(tmp_path / "converted")]) == 0
+    converted = load_model(str(tmp_path / "converted"))
+    assert (converted[0].model.get_input_embeddings().weight[converted[0].builder.emb_id] == emb_row).all()
+
+
+def test_convert_refuses_plain_backbone(tiny_backbone, tmp_path, capsys):
+    assert main(["convert", str(tiny_backbone), str(tmp_path / "x")]) == 2
+    assert "lacks the special token" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
