@@ -160,3 +160,14 @@ def test_settings_survive_in_config(tiny_backbone, tmp_path):
     loaded = load_model(str(path))
     assert loaded[0].num_thoughts == 4 and loaded[0].think is False
     assert loaded[0].generation_settings.top_p == 0.5
+
+
+def test_sampled_thoughts_do_not_depend_on_the_batch(tiny_model):
+    module = tiny_model[0]
+    _, together = module.think_and_embed(QUERIES)
+    _, reversed_ = module.think_and_embed(QUERIES[::-1])
+    alone = [module.think_and_embed([q])[1][0] for q in QUERIES]
+    assert together == reversed_[::-1] == alone
+    assert any(row[0] != row[1] for row in together)  # the K samples differ from each other
+    module.configure(seed=8)
+    assert module.think_and_embed(QUERIES)[1] != together

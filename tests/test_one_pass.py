@@ -15,7 +15,8 @@ def test_one_pass_equals_two_pass(backbone, request):
     prompts = module.builder.query_prompts(QUERIES) * 3  # K=3 samples per query, left-padded in one batch
     result = think_and_embed(module.model, prompts, settings=GenerationSettings(**SAMPLING),
                              pad_id=module.tokenizer.pad_token_id, eos_id=module.builder.eos_id,
-                             emb_id=module.builder.emb_id, suppress_ids=module.special_token_ids)
+                             emb_id=module.builder.emb_id, suppress_ids=module.special_token_ids,
+                             row_seeds=list(range(len(prompts))))
     lengths = [len(t) for t in result.thought_ids]
     assert len(set(lengths)) >= 2, f"thoughts should differ in length for this test to mean anything: {lengths}"
     assert min(lengths) < SAMPLING["max_new_tokens"] and max(lengths) == SAMPLING["max_new_tokens"]

@@ -10,11 +10,12 @@ pass over the whole sequence.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 
 def left_pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,10 +71,6 @@ class GenerationSettings:
         if not (0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
-    def generate_kwargs(self) -> dict:
-        if self.do_sample:
-            return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": None}
-        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
     def cache_key(self) -> str:
         sampling = f"sample:t={self.temperature!r},p={self.top_p!r},seed={self.seed!r}" if self.do_sample else "greedy"
@@ -87,16 +84,37 @@ class ThinkResult:
     generated_tokens: int             # tokens produced by generation (thought + eos)
 
 
-@contextlib.contextmanager
-def seeded(seed: int | None, device: torch.device):
-    """Seed torch's RNG for the block without disturbing the caller's RNG state."""
+class RowSampler(LogitsProcessor):
+    """Samples every row from its own seeded generator (temperature, then top-p), batch-independently.
+
+    A row's thought depends only on its seed, never on which other queries share the batch or in which
+    order they come, so a thought is determined by (query, sample index, seed) exactly as the thought
+    cache keys it. Returns scores that are ``-inf`` except at the sampled token, so greedy selection
+    in ``generate`` picks it.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: torch.device):
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        self.temperature = TemperatureLogitsWarper(temperature)
+        self.top_p = TopPLogitsWarper(top_p) if top_p < 1.0 else None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = self.temperature(input_ids, scores.float())
+        if self.top_p is not None:
+            scores = self.top_p(input_ids, scores)
+        probs = torch.softmax(scores, dim=-1)
+        choice = torch.cat([torch.multinomial(probs[row], 1, generator=gen) for row, gen in enumerate(self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(choice), device=scores.device), choice] = 0.0
+        return out
+
+
+def sample_seed(seed: int | None, *parts: str) -> int:
+    """The seed of one row: derived from the settings' seed and the row's identity (query text, sample index)."""
     if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+        return int(torch.randint(0, 2**62, (1,)).item())
+    digest = hashlib.sha256("\x1f".join((str(seed), *parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & (2**62 - 1)
 
 
 def split_generated(generated: torch.Tensor, eos_id: int) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
@@ -118,26 +136,35 @@ def split_generated(generated: torch.Tensor, eos_id: int) -> tuple[list[list[int
 
 @torch.no_grad()
 def generate(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id: int, eos_id: int,
-             suppress_ids: list[int]):
+             suppress_ids: list[int], row_seeds: list[int] | None = None):
     """Run ``lm.generate`` on left-padded prompts. Returns (generate output, prompt attention mask).
 
     The format's special tokens are suppressed so a thought never contains ``<emb>`` and the like.
+    With sampling, row ``i`` is sampled from its own generator seeded with ``row_seeds[i]`` (default:
+    derived from the settings' seed and the row's prompt ids).
     """
     ids, mask = left_pad(prompts, pad_id, lm.device)
-    with seeded(settings.seed if settings.do_sample else None, lm.device):
-        out = lm.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=settings.max_new_tokens,
-            pad_token_id=pad_id, eos_token_id=eos_id, suppress_tokens=suppress_ids or None,
-            return_dict_in_generate=True, use_cache=True, **settings.generate_kwargs(),
-        )
+    processors = LogitsProcessorList()
+    if settings.do_sample:
+        if row_seeds is None:
+            row_seeds = [sample_seed(settings.seed, ",".join(map(str, p))) for p in prompts]
+        if len(row_seeds) != len(prompts):
+            raise ValueError(f"{len(row_seeds)} row seeds for {len(prompts)} prompts")
+        processors.append(RowSampler(row_seeds, settings.temperature, settings.top_p, lm.device))
+    out = lm.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=settings.max_new_tokens, pad_token_id=pad_id,
+        eos_token_id=eos_id, suppress_tokens=suppress_ids or None, return_dict_in_generate=True, use_cache=True,
+        do_sample=False, temperature=None, top_p=None, top_k=None, logits_processor=processors,
+    )
     return out, mask
 
 
 @torch.no_grad()
 def think_and_embed(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id: int, eos_id: int,
-                    emb_id: int, suppress_ids: list[int]) -> ThinkResult:
+                    emb_id: int, suppress_ids: list[int], row_seeds: list[int] | None = None) -> ThinkResult:
     """Generate one thought per prompt and return the ``<emb>`` state read from generation's KV cache."""
-    out, mask = generate(lm, prompts, settings=settings, pad_id=pad_id, eos_id=eos_id, suppress_ids=suppress_ids)
+    out, mask = generate(lm, prompts, settings=settings, pad_id=pad_id, eos_id=eos_id, suppress_ids=suppress_ids,
+                         row_seeds=row_seeds)
     generated = out.sequences[:, mask.shape[1]:]
     thought_ids, generated_mask, finished = split_generated(generated, eos_id)
 

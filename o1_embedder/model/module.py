@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from sentence_transformers.base.modules import InputModule
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from o1_embedder.model.encoding import GenerationSettings, embed_sequences, last_hidden, left_pad, think_and_embed
+from o1_embedder.model.encoding import (GenerationSettings, embed_sequences, last_hidden, left_pad, sample_seed,
+                                       think_and_embed)
 from o1_embedder.model.formats import PromptFormat, SequenceBuilder, validate_texts
 from o1_embedder.model.tokens import add_special_tokens, ensure_pad_token
 from o1_embedder.thinking.cache import CachedThought, ThoughtCache, thought_key
@@ -184,9 +185,9 @@ class O1Embedder(InputModule):
     def forward(self, features: dict[str, Any], task: str | None = None, think: bool | None = None,
                 **kwargs) -> dict[str, Any]:
         if "prompt_ids" in features:
-            embeddings, thoughts = self.think_and_embed(features["query_texts"], features["prompt_ids"])
-            features["sentence_embedding"] = embeddings
-            features["thoughts"] = thoughts
+            # Thoughts are not put in the features: Sentence-Transformers splits only tensors per input.
+            # Use ``think_and_embed`` to get them.
+            features["sentence_embedding"], _ = self.think_and_embed(features["query_texts"], features["prompt_ids"])
             return features
         hidden = last_hidden(self.model, features["input_ids"], features["attention_mask"])
         features["sentence_embedding"] = F.normalize(hidden.float(), dim=-1)
@@ -239,6 +240,7 @@ class O1Embedder(InputModule):
                 self.model, [prompt_ids[i] for i, _ in misses], settings=self._generation,
                 pad_id=self.tokenizer.pad_token_id, eos_id=self.builder.eos_id, emb_id=self.builder.emb_id,
                 suppress_ids=self.special_token_ids,
+                row_seeds=[sample_seed(self._generation.seed, queries[i], str(k)) for i, k in misses],
             )
             texts = self.tokenizer.batch_decode(result.thought_ids, skip_special_tokens=True)
             for (i, k), e, text in zip(misses, result.embeddings, texts):
