@@ -15,7 +15,7 @@ pytestmark = [
 ]
 
 QUERIES = ["what similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft",
-           "why is the sky blue", "Answer with one word only: what colour is grass?"]
+           "why is the sky blue", "Reply with yes or no: is water wet?"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_default_one_pass_equals_two_pass(smol):
     module = smol[0]
     prompts = module.builder.query_prompts(QUERIES) * 2
     ids = {"pad_id": module.tokenizer.pad_token_id, "eos_id": module.builder.eos_id,
-           "suppress_ids": module.special_token_ids}
+           "suppress_ids": module.special_token_ids, "row_seeds": list(range(len(prompts)))}
     one = think_and_embed(module.model, prompts, settings=module.generation_settings, emb_id=module.builder.emb_id,
                           **ids)
     out, mask = generate(module.model, prompts, settings=module.generation_settings, **ids)
