@@ -63,9 +63,9 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_mteb(args, rest) -> int:
-    from o1_embedder.evaluation.mteb_integration import run_mteb_cli
+    from o1_embedder.evaluation.mteb_integration import main as mteb_main
 
-    return run_mteb_cli(rest)
+    return mteb_main(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
