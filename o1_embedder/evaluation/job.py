@@ -83,7 +83,7 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
     decoding = "greedy" if not gen.do_sample else f"sampled (t={gen.temperature}, top-p={gen.top_p}, seed={gen.seed})"
     log(f"model: {settings.model}; thoughts per query K={module.num_thoughts if gen.do_sample else 1}, {decoding}, "
         f"<= {gen.max_new_tokens} new tokens; documents <= {module.max_document_tokens} tokens; "
-        f"thought cache: {module.thought_cache.path if module.thought_cache else 'off'}")
+        f"thought cache: {module.thought_cache.path if module.thought_cache is not None else 'off'}")
     for think in (True, False):
         label = f"o1-embedder ({'think' if think else 'no think'})"
         started = time.perf_counter()
