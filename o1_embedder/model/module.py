@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from sentence_transformers.base.modules import InputModule
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from o1_embedder.model.encoding import (GenerationSettings, embed_sequences, last_hidden, left_pad, sample_seed,
-                                       think_and_embed)
+from o1_embedder.model.encoding import (GenerationSettings, decoder, embed_sequences, left_pad, position_ids,
+                                       sample_seed, think_and_embed)
 from o1_embedder.model.formats import PromptFormat, SequenceBuilder, validate_texts
 from o1_embedder.model.tokens import add_special_tokens, ensure_pad_token
 from o1_embedder.thinking.cache import CachedThought, ThoughtCache, thought_key
@@ -189,8 +189,17 @@ class O1Embedder(InputModule):
             # Use ``think_and_embed`` to get them.
             features["sentence_embedding"], _ = self.think_and_embed(features["query_texts"], features["prompt_ids"])
             return features
-        hidden = last_hidden(self.model, features["input_ids"], features["attention_mask"])
-        features["sentence_embedding"] = F.normalize(hidden.float(), dim=-1)
+        mask = features["attention_mask"]
+        hidden = decoder(self.model)(input_ids=features["input_ids"], attention_mask=mask,
+                                     position_ids=position_ids(mask), use_cache=False).last_hidden_state
+        features["sentence_embedding"] = F.normalize(hidden[:, -1].float(), dim=-1)
+        if "labels" in features:
+            # Training: the same pass gives the thought logits, with the LM head applied only at the
+            # positions that predict a thought token (or its eos), never over the whole sequence.
+            targets = features["labels"][:, 1:]
+            selected = targets != -100
+            features["thought_logits"] = self.model.get_output_embeddings()(hidden[:, :-1][selected])
+            features["thought_targets"] = targets[selected]
         return features
 
     def _cache_keys(self, queries: list[str], samples: int) -> list[list[str]]:

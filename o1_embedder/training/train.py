@@ -1,0 +1,116 @@
+"""The training entry point behind ``o1-embedder train``; runs as one process or under ``torchrun``.
+
+    o1-embedder train data.jsonl --output out/ [--model o1-embedder | --backbone HUB_ID_OR_PATH] [--no-lora]
+    torchrun --nproc_per_node 2 -m o1_embedder.cli train data.jsonl --output out/   # CPU: gloo
+
+It loads (or builds) the model, adds LoRA (special-token rows trainable), trains with
+``SentenceTransformerTrainer`` + :class:`JointCollator` + :class:`JointLoss`, merges the adapters and
+saves a plain model folder (safetensors) that loads like any o1-embedder model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    output: str
+    model: str = "o1-embedder"          # an o1-embedder model folder / hub id, or the embedded default
+    backbone: str | None = None         # or a plain causal LM to start from (special tokens added)
+    lora: bool = True
+    lora_r: int = 32
+    lora_alpha: int = 64
+    lora_dropout: float = 0.05
+    epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 1e-4
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    num_negatives: int = 7
+    temperature: float = 0.02
+    contrastive_weight: float = 0.8
+    generation_weight: float = 0.2
+    distillation_weight: float = 0.0
+    thought_dropout: float = 0.1
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    logging_steps: int = 10
+    warmup_ratio: float = 0.0
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def load_for_training(config: TrainConfig):
+    from o1_embedder.model.loading import build_model, load_model
+
+    model_kwargs = {"dtype": torch.bfloat16} if config.bf16 else None
+    if config.backbone:
+        return build_model(config.backbone, model_kwargs=model_kwargs)
+    return load_model(config.model, **({"model_kwargs": model_kwargs} if model_kwargs else {}))
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train and save. Under ``torchrun`` every rank trains and rank 0 saves. Returns the folder and the logs."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    from o1_embedder.model.loading import save_model
+    from o1_embedder.training.collator import JointCollator
+    from o1_embedder.training.data import load_training_data
+    from o1_embedder.training.lora import add_lora, merge_lora
+    from o1_embedder.training.loss import JointLoss
+
+    dataset = load_training_data(config.data)
+    model = load_for_training(config)
+    if config.lora:
+        add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+    collator = JointCollator(model[0], num_negatives=config.num_negatives, thought_dropout=config.thought_dropout,
+                             seed=config.seed)
+    loss = JointLoss(model, temperature=config.temperature, contrastive_weight=config.contrastive_weight,
+                     generation_weight=config.generation_weight, distillation_weight=config.distillation_weight)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    args = SentenceTransformerTrainingArguments(
+        output_dir=os.path.join(config.output, ".checkpoints"), num_train_epochs=config.epochs,
+        max_steps=config.max_steps, learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, warmup_ratio=config.warmup_ratio,
+        bf16=config.bf16,
+        seed=config.seed, logging_steps=config.logging_steps, save_strategy="no", report_to=[],
+        dataloader_drop_last=distributed, use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False if distributed else None,
+        **({"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
+           if config.gradient_checkpointing else {}),
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
+                                         data_collator=collator)
+    trainer.train()
+    logger.info("rank %d finished training: %s", _rank(), trainer.state.log_history[-1])
+    print(f"rank {_rank()} finished training after {trainer.state.global_step} steps", flush=True)
+    output = Path(config.output)
+    if trainer.is_world_process_zero():
+        if config.lora:
+            merge_lora(model)
+        save_model(model, output)
+        staging = output / ".training_config.json.tmp"
+        staging.write_text(json.dumps(asdict(config), indent=2) + "\n")
+        os.replace(staging, output / "training_config.json")
+    if distributed and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return TrainResult(output, list(trainer.state.log_history))
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    log_history: list[dict]

@@ -1,0 +1,190 @@
+"""Joint training: data validation, collator, loss, LoRA, a full run, and two processes under torchrun."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from o1_embedder import build_model, load_model, save_model
+from o1_embedder.data import document_text, load_cranfield
+from o1_embedder.training import (JointCollator, JointLoss, TrainConfig, TrainingDataError, add_lora,
+                                  load_training_data, read_records, records_to_dataset, train)
+
+
+def make_records(n=24, negatives=3, seed=0, with_scores=False):
+    data = load_cranfield()
+    rng = random.Random(seed)
+    doc_ids = list(data.corpus)
+    records = []
+    for qid in data.judged_queries()[:n]:
+        pos = [document_text(data.corpus[d]) for d, g in data.qrels[qid].items() if g > 0][:1]
+        rec = {"query_id": qid, "query": data.queries[qid], "pos": pos,
+               "neg": [document_text(data.corpus[d]) for d in rng.sample(doc_ids, negatives)],
+               "thought": " ".join(pos[0].split()[:12])}
+        if with_scores:
+            rec["pos_scores"] = [1.0]
+            rec["neg_scores"] = [0.1 * i for i in range(negatives)]
+        records.append(rec)
+    return records
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture()
+def small_model(tiny_backbone):
+    model = build_model(str(tiny_backbone), max_query_tokens=16, max_document_tokens=24,
+                        generation={"max_new_tokens": 16})
+    model[0].thought_cache = None
+    return model
+
+
+def test_bad_records_name_line_and_field(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"query": "q", "pos": ["p"], "neg": ["n"], "thought": "t"}\n'
+                    '{"query": 3, "pos": ["p"]}\n'
+                    '\n'
+                    '{"query": "q", "pos": [], "neg": "x"}\n'
+                    '{"query": "q", "pos": ["p"], "pos_scores": [1.0], "neg_scores": [1.0]}\n'
+                    'not json\n')
+    with pytest.raises(TrainingDataError) as err:
+        read_records(path)
+    message = str(err.value)
+    assert f"{path}:2: field 'query'" in message
+    assert f"{path}:4: field 'pos'" in message and f"{path}:4: field 'neg'" in message
+    assert f"{path}:5: field 'neg_scores': 1 scores for 0 passages" in message
+    assert f"{path}:6: invalid JSON" in message
+    with pytest.raises(FileNotFoundError):
+        read_records(tmp_path / "missing.jsonl")
+
+
+def test_dataset_columns(tmp_path):
+    ds = load_training_data(write_jsonl(tmp_path / "d.jsonl", make_records(4, with_scores=True)))
+    assert ds.column_names == ["query", "positive", "negatives", "thought", "teacher_scores"]
+    assert len(ds[0]["negatives"]) == 3 and ds[0]["teacher_scores"][0] == 1.0
+
+
+def test_collator_masks_everything_but_the_thought(small_model):
+    module = small_model[0]
+    rows = records_to_dataset(make_records(3)).to_list()
+    rows[1]["thought"] = ""  # a row without a thought: trained in the no-thought format
+    batch = JointCollator(module, num_negatives=2, thought_dropout=0.0)(rows)
+    ids, labels, mask = batch["query_input_ids"], batch["query_labels"], batch["query_attention_mask"]
+    assert batch["negative_input_ids"].shape[0] == 6
+    for row in (0, 2):
+        thought = module.tokenizer(rows[row]["thought"], add_special_tokens=False)["input_ids"][:16]
+        labelled = labels[row][labels[row] != -100].tolist()
+        assert labelled == thought + [module.builder.eos_id]
+        assert ids[row, -1] == module.builder.emb_id and labels[row, -1] == -100
+        positions = (labels[row] != -100).nonzero().flatten()
+        assert torch.equal(ids[row, positions], labels[row, positions]) and mask[row, positions].all()
+    assert (labels[1] == -100).all()
+    no_thought = module.builder.query_without_thought([rows[1]["query"]])[0]
+    assert ids[1][mask[1].bool()].tolist() == no_thought
+    dropped = JointCollator(module, num_negatives=0, thought_dropout=1.0)(rows)
+    assert (dropped["query_labels"] == -100).all() and "negative_input_ids" not in dropped
+
+
+def test_one_forward_pass_and_head_only_at_thought_positions(small_model):
+    module = small_model[0]
+    rows = records_to_dataset(make_records(4)).to_list()
+    batch = JointCollator(module, num_negatives=1, thought_dropout=0.0)(rows)
+    calls = []
+    decoder = module.model.get_decoder()
+    handle = decoder.register_forward_hook(lambda mod, args, kwargs_out: calls.append(1))
+    head_rows = []
+    head = module.model.get_output_embeddings().register_forward_hook(
+        lambda mod, args, out: head_rows.append(args[0].shape[0]))
+    try:
+        features = [{k[len(p):]: v for k, v in batch.items() if k.startswith(p)}
+                    for p in ("query_", "positive_", "negative_")]
+        losses = JointLoss(small_model)(features)
+    finally:
+        handle.remove()
+        head.remove()
+    assert len(calls) == 3  # queries once (embedding + thought logits), positives, negatives
+    assert head_rows == [int((batch["query_labels"] != -100).sum())]
+    assert set(losses) == {"contrastive", "generation"} and all(torch.isfinite(v) for v in losses.values())
+
+
+def test_batch_without_thoughts_has_finite_loss(small_model):
+    rows = records_to_dataset(make_records(3)).to_list()
+    for row in rows:
+        row["thought"] = ""
+    batch = JointCollator(small_model[0], num_negatives=1)(rows)
+    features = [{k[len(p):]: v for k, v in batch.items() if k.startswith(p)} for p in ("query_", "positive_",
+                                                                                          "negative_")]
+    losses = JointLoss(small_model)(features)
+    assert losses["generation"].item() == 0.0 and torch.isfinite(losses["contrastive"])
+    sum(losses.values()).backward()  # the graph stays connected
+
+
+def test_distillation_with_teacher_scores(small_model):
+    rows = records_to_dataset(make_records(3, with_scores=True)).to_list()
+    batch = JointCollator(small_model[0], num_negatives=2)(rows)
+    assert batch["label"].shape == (3, 3)
+    features = [{k[len(p):]: v for k, v in batch.items() if k.startswith(p)} for p in ("query_", "positive_",
+                                                                                          "negative_")]
+    losses = JointLoss(small_model, distillation_weight=0.5)(features, batch["label"])
+    assert "distillation" in losses and torch.isfinite(losses["distillation"]) and losses["distillation"] > 0
+
+
+def _first_last(history, key):
+    values = [h[key] for h in history if key in h]
+    return sum(values[:2]) / 2, sum(values[-2:]) / 2
+
+
+def test_training_lowers_both_losses_and_saves_a_loadable_model(tiny_backbone, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", make_records(16))
+    source = build_model(str(tiny_backbone), max_query_tokens=16, max_document_tokens=24,
+                         generation={"max_new_tokens": 16})
+    save_model(source, tmp_path / "start")
+    emb_id = source[0].builder.emb_id
+    emb_row = source[0].model.get_input_embeddings().weight[emb_id].detach().clone()
+    config = TrainConfig(data=str(data), output=str(tmp_path / "out"), model=str(tmp_path / "start"), lora=True,
+                         lora_r=8, lora_alpha=16, lora_dropout=0.0, epochs=12, learning_rate=3e-3, batch_size=8,
+                         num_negatives=2, thought_dropout=0.0, logging_steps=2, seed=1)
+    result = train(config)
+    c0, c1 = _first_last(result.log_history, "contrastive")
+    g0, g1 = _first_last(result.log_history, "generation")
+    assert c1 < c0 and g1 < g0, result.log_history
+    trained = load_model(str(result.path))
+    trained[0].thought_cache = None
+    assert not (trained[0].model.get_input_embeddings().weight[emb_id] == emb_row).all()  # <emb> row trained
+    emb = trained.encode_query(["what is a boundary layer"], think=False)
+    assert emb.shape == (1, 64)
+    assert json.loads((result.path / "training_config.json").read_text())["lora_r"] == 8
+
+
+def test_lora_targets_projections_and_special_rows(small_model):
+    add_lora(small_model, r=4, alpha=8)
+    names = [n for n, p in small_model[0].model.named_parameters() if p.requires_grad]
+    assert any("q_proj.lora_A" in n for n in names) and any("down_proj.lora_B" in n for n in names)
+    assert any("trainable_tokens_delta" in n for n in names)
+    with pytest.raises(ValueError, match="Merge LoRA"):
+        small_model.save("/tmp/never")
+
+
+def test_two_processes_under_torchrun(tiny_backbone, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", make_records(16))
+    start = build_model(str(tiny_backbone), max_query_tokens=16, max_document_tokens=24,
+                        generation={"max_new_tokens": 8})
+    save_model(start, tmp_path / "start")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "o1_embedder.cli", "train", str(data), "--output", str(tmp_path / "out"),
+           "--model", str(tmp_path / "start"), "--epochs", "1", "--batch-size", "4", "--num-negatives", "1",
+           "--lora-r", "4", "--learning-rate", "1e-3", "--logging-steps", "1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=500)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    assert "rank 0 finished training" in output and "rank 1 finished training" in output
+    model = load_model(str(tmp_path / "out"))
+    model[0].thought_cache = None
+    assert model.encode_document(["a wing"]).shape == (1, 64)
