@@ -62,6 +62,24 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from o1_embedder.training.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data, output=args.output, model=args.model, backbone=args.backbone, lora=not args.no_lora,
+        lora_r=args.lora_r, lora_alpha=args.lora_alpha, epochs=args.epochs, max_steps=args.max_steps,
+        learning_rate=args.learning_rate, batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, num_negatives=args.num_negatives,
+        temperature=args.temperature, contrastive_weight=args.contrastive_weight,
+        generation_weight=args.generation_weight, distillation_weight=args.distillation_weight,
+        thought_dropout=args.thought_dropout, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
+        seed=args.seed, logging_steps=args.logging_steps,
+    )
+    result = train(config)
+    print(f"saved {result.path}")
+    return 0
+
+
 def _cmd_mteb(args, rest) -> int:
     from o1_embedder.evaluation.mteb_integration import main as mteb_main
 
@@ -103,6 +121,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="corpus-embedding cache (default: ~/.cache/o1_embedder/embeddings)")
     p.add_argument("--output", help="report folder (default: runs/eval-DATASET)")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("train", help="joint training (thoughts + contrastive) on reference-format jsonl; "
+                                     "runs under torchrun for several processes")
+    p.add_argument("data", help="jsonl: query, pos, neg, thought (+ pos_scores, neg_scores)")
+    p.add_argument("--output", required=True, help="folder for the trained (merged) model")
+    p.add_argument("--model", default="o1-embedder", help="o1-embedder model to start from (default: embedded)")
+    p.add_argument("--backbone", help="start from a plain causal LM instead (hub id or folder)")
+    p.add_argument("--no-lora", action="store_true", help="full fine-tuning instead of LoRA")
+    p.add_argument("--lora-r", type=_positive, default=32)
+    p.add_argument("--lora-alpha", type=_positive, default=64)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-steps", type=int, default=-1)
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=_positive, default=8, help="per process")
+    p.add_argument("--gradient-accumulation-steps", type=_positive, default=1)
+    p.add_argument("--num-negatives", type=int, default=7, help="hard negatives per query")
+    p.add_argument("--temperature", type=float, default=0.02)
+    p.add_argument("--contrastive-weight", type=float, default=0.8)
+    p.add_argument("--generation-weight", type=float, default=0.2)
+    p.add_argument("--distillation-weight", type=float, default=0.0)
+    p.add_argument("--thought-dropout", type=float, default=0.1)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--logging-steps", type=_positive, default=10)
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("mteb", help="run mteb's CLI with an o1-embedder model registered, e.g. "
                                     "'o1-embedder mteb run -m PATH -t SciFact'", add_help=False)
