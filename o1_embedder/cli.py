@@ -72,7 +72,7 @@ def _cmd_train(args) -> int:
         gradient_accumulation_steps=args.gradient_accumulation_steps, num_negatives=args.num_negatives,
         temperature=args.temperature, contrastive_weight=args.contrastive_weight,
         generation_weight=args.generation_weight, distillation_weight=args.distillation_weight,
-        thought_dropout=args.thought_dropout, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
+        cached_mini_batch_size=args.cached_mini_batch_size, thought_dropout=args.thought_dropout, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
         seed=args.seed, logging_steps=args.logging_steps,
     )
     result = train(config)
@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrastive-weight", type=float, default=0.8)
     p.add_argument("--generation-weight", type=float, default=0.2)
     p.add_argument("--distillation-weight", type=float, default=0.0)
+    p.add_argument("--cached-mini-batch-size", type=_positive,
+                   help="GradCache-style loss: encode in mini-batches of this size (large batches, small memory)")
     p.add_argument("--thought-dropout", type=float, default=0.1)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--gradient-checkpointing", action="store_true")

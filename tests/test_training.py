@@ -188,3 +188,29 @@ def test_two_processes_under_torchrun(tiny_backbone, tmp_path):
     model = load_model(str(tmp_path / "out"))
     model[0].thought_cache = None
     assert model.encode_document(["a wing"]).shape == (1, 64)
+
+
+def test_cached_loss_matches_the_plain_loss(tiny_backbone):
+    """GradCache: same loss values and the same gradients as the plain joint loss, mini-batch by mini-batch."""
+    from o1_embedder.training.loss import CachedJointLoss
+
+    grads = []
+    for loss_cls, kwargs in ((JointLoss, {}), (CachedJointLoss, {"mini_batch_size": 2})):
+        model = build_model(str(tiny_backbone), max_query_tokens=16, max_document_tokens=24,
+                            generation={"max_new_tokens": 16})
+        rows = records_to_dataset(make_records(5, with_scores=True)).to_list()
+        batch = JointCollator(model[0], num_negatives=2, thought_dropout=0.0, seed=3)(rows)
+        features = [{k[len(p):]: v for k, v in batch.items() if k.startswith(p)}
+                    for p in ("query_", "positive_", "negative_")]
+        losses = loss_cls(model, distillation_weight=0.3, **kwargs)(features, batch["label"])
+        total = torch.stack(list(losses.values())).sum()  # as the trainer does
+        total.backward()
+        grads.append(({k: float(v.detach()) for k, v in losses.items()},
+                      {n: p.grad.clone() for n, p in model[0].model.named_parameters() if p.grad is not None}))
+    (plain_values, plain_grads), (cached_values, cached_grads) = grads
+    assert plain_values.keys() == cached_values.keys()
+    for key in plain_values:
+        assert abs(plain_values[key] - cached_values[key]) < 1e-4, key
+    assert plain_grads.keys() == cached_grads.keys()
+    for name, grad in plain_grads.items():
+        assert torch.allclose(grad, cached_grads[name], atol=1e-5, rtol=1e-3), name

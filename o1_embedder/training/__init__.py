@@ -3,8 +3,8 @@
 from o1_embedder.training.collator import JointCollator
 from o1_embedder.training.data import TrainingDataError, load_training_data, read_records, records_to_dataset
 from o1_embedder.training.lora import add_lora, merge_lora
-from o1_embedder.training.loss import JointLoss
+from o1_embedder.training.loss import CachedJointLoss, JointLoss
 from o1_embedder.training.train import TrainConfig, TrainResult, train
 
-__all__ = ["JointCollator", "JointLoss", "TrainConfig", "TrainResult", "TrainingDataError", "add_lora",
+__all__ = ["CachedJointLoss", "JointCollator", "JointLoss", "TrainConfig", "TrainResult", "TrainingDataError", "add_lora",
            "load_training_data", "merge_lora", "read_records", "records_to_dataset", "train"]

@@ -72,7 +72,18 @@ class JointLoss(nn.Module):
                 ) -> dict[str, torch.Tensor]:
         query = self.model(features[0])
         passages = [self.model(f)["sentence_embedding"] for f in features[1:]]
-        q = query["sentence_embedding"]
+        losses = self.score(query["sentence_embedding"], passages, labels)
+        logits, thought_targets = query["thought_logits"], query["thought_targets"]
+        if thought_targets.numel():
+            generation = F.cross_entropy(logits.float(), thought_targets)
+        else:  # no thought in this batch: a finite zero that keeps the graph connected
+            generation = query["sentence_embedding"].sum() * 0.0
+        losses["generation"] = self.generation_weight * generation
+        return losses
+
+    def score(self, q: torch.Tensor, passages: list[torch.Tensor], labels: torch.Tensor | None
+              ) -> dict[str, torch.Tensor]:
+        """The embedding terms: weighted InfoNCE (and KL distillation) from query and passage embeddings."""
         batch = q.shape[0]
         positives = passages[0]
         negatives = passages[1] if len(passages) > 1 else positives[:0]
@@ -85,16 +96,7 @@ class JointLoss(nn.Module):
         scores = q @ docs.T / self.temperature
         # Gathered: docs = [rank 0: pos, neg | rank 1: pos, neg | ...]; this rank's positives start at offset.
         targets = torch.arange(batch, device=q.device) + offset
-        contrastive = F.cross_entropy(scores, targets)
-        losses = {"contrastive": self.contrastive_weight * contrastive}
-
-        logits, thought_targets = query["thought_logits"], query["thought_targets"]
-        if thought_targets.numel():
-            generation = F.cross_entropy(logits.float(), thought_targets)
-        else:  # no thought in this batch: a finite zero that keeps the graph connected
-            generation = q.sum() * 0.0
-        losses["generation"] = self.generation_weight * generation
-
+        losses = {"contrastive": self.contrastive_weight * F.cross_entropy(scores, targets)}
         if self.distillation_weight > 0 and labels is not None:
             group = torch.cat([positives.unsqueeze(1), negatives.view(batch, per_query, -1)], dim=1)
             student = torch.einsum("bh,bgh->bg", q, group) / self.temperature
@@ -102,3 +104,81 @@ class JointLoss(nn.Module):
             losses["distillation"] = self.distillation_weight * F.kl_div(
                 F.log_softmax(student, dim=-1), teacher, reduction="batchmean")
         return losses
+
+
+class CachedJointLoss(JointLoss):
+    """GradCache-style :class:`JointLoss` for large batches on small memory.
+
+    1. every feature group is embedded in mini-batches of ``mini_batch_size`` without gradients (the RNG
+       state of each mini-batch is kept); the generation loss value is taken from the same pass;
+    2. the embedding terms are computed over the whole batch and back-propagated to the embeddings only;
+    3. when the trainer calls ``backward``, each mini-batch is re-encoded with gradients and back-propagated
+       with its cached embedding gradient, plus its share of the generation loss.
+
+    Memory then scales with ``mini_batch_size``, not the batch, for the same loss and gradients
+    (up to floating-point order). Works in one process; under DDP, gradients are synchronised on every
+    mini-batch backward (correct, but slower than the plain loss).
+    """
+
+    def __init__(self, model, mini_batch_size: int = 8, **kwargs):
+        super().__init__(model, **kwargs)
+        if mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
+        self.mini_batch_size = mini_batch_size
+
+    def get_config_dict(self) -> dict:
+        return {**super().get_config_dict(), "mini_batch_size": self.mini_batch_size}
+
+    def _ranges(self, feature: dict[str, torch.Tensor]) -> list[tuple[int, int]]:
+        size = feature["input_ids"].shape[0]
+        return [(b, min(b + self.mini_batch_size, size)) for b in range(0, size, self.mini_batch_size)]
+
+    def forward(self, features: list[dict[str, torch.Tensor]], labels: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        from sentence_transformers.base.losses.gradcache import RandContext, _create_minibatch
+
+        thought_tokens = int((features[0]["labels"][:, 1:] != -100).sum()) if "labels" in features[0] else 0
+        reps, states, generation = [], [], torch.zeros((), device=features[0]["input_ids"].device)
+        with torch.no_grad():
+            for index, feature in enumerate(features):
+                group, group_states = [], []
+                for begin, end in self._ranges(feature):
+                    mini = _create_minibatch(feature, begin, end)
+                    group_states.append(RandContext(*mini.values()))
+                    out = self.model(mini)
+                    group.append(out["sentence_embedding"].detach())
+                    if index == 0 and out["thought_targets"].numel():
+                        generation = generation + F.cross_entropy(out["thought_logits"].float(),
+                                                                  out["thought_targets"], reduction="sum")
+                reps.append(torch.cat(group).requires_grad_())
+                states.append(group_states)
+        generation = self.generation_weight * generation / max(thought_tokens, 1)
+        if not torch.is_grad_enabled():
+            return {**self.score(reps[0], reps[1:], labels), "generation": generation}
+
+        with torch.enable_grad():
+            embedding_losses = self.score(reps[0], reps[1:], labels)
+            total = sum(embedding_losses.values())
+            total.backward()
+        cache = [r.grad for r in reps]
+        values = {k: v.detach() for k, v in embedding_losses.items()}
+        # The contrastive value becomes a leaf whose backward hook replays the mini-batches with gradients
+        # for every term (embedding terms through the cached gradients, generation directly); the other
+        # components are plain values for logging.
+        carrier = values["contrastive"].clone().requires_grad_()
+        carrier.register_hook(lambda grad_output: self._replay(features, cache, states, thought_tokens, grad_output))
+        return {**values, "contrastive": carrier, "generation": generation}
+
+    def _replay(self, features, cache, states, thought_tokens, grad_output) -> None:
+        from sentence_transformers.base.losses.gradcache import _create_minibatch
+
+        with torch.enable_grad():
+            for index, (feature, grad, group_states) in enumerate(zip(features, cache, states)):
+                for (begin, end), state in zip(self._ranges(feature), group_states):
+                    with state:
+                        out = self.model(_create_minibatch(feature, begin, end))
+                    surrogate = torch.dot(out["sentence_embedding"].flatten(), grad[begin:end].flatten())
+                    if index == 0 and out["thought_targets"].numel():
+                        surrogate = surrogate + self.generation_weight * F.cross_entropy(
+                            out["thought_logits"].float(), out["thought_targets"], reduction="sum") / thought_tokens
+                    (surrogate * grad_output).backward()

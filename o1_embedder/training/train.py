@@ -41,6 +41,7 @@ class TrainConfig:
     contrastive_weight: float = 0.8
     generation_weight: float = 0.2
     distillation_weight: float = 0.0
+    cached_mini_batch_size: int | None = None  # GradCache-style loss with this mini-batch size
     thought_dropout: float = 0.1
     bf16: bool = False
     gradient_checkpointing: bool = False
@@ -70,7 +71,7 @@ def train(config: TrainConfig) -> TrainResult:
     from o1_embedder.training.collator import JointCollator
     from o1_embedder.training.data import load_training_data
     from o1_embedder.training.lora import add_lora, merge_lora
-    from o1_embedder.training.loss import JointLoss
+    from o1_embedder.training.loss import CachedJointLoss, JointLoss
 
     dataset = load_training_data(config.data)
     model = load_for_training(config)
@@ -78,8 +79,10 @@ def train(config: TrainConfig) -> TrainResult:
         add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
     collator = JointCollator(model[0], num_negatives=config.num_negatives, thought_dropout=config.thought_dropout,
                              seed=config.seed)
-    loss = JointLoss(model, temperature=config.temperature, contrastive_weight=config.contrastive_weight,
-                     generation_weight=config.generation_weight, distillation_weight=config.distillation_weight)
+    weights = dict(temperature=config.temperature, contrastive_weight=config.contrastive_weight,
+                   generation_weight=config.generation_weight, distillation_weight=config.distillation_weight)
+    loss = (CachedJointLoss(model, mini_batch_size=config.cached_mini_batch_size, **weights)
+            if config.cached_mini_batch_size else JointLoss(model, **weights))
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     args = SentenceTransformerTrainingArguments(
         output_dir=os.path.join(config.output, ".checkpoints"), num_train_epochs=config.epochs,
