@@ -72,8 +72,8 @@ def _cmd_train(args) -> int:
         gradient_accumulation_steps=args.gradient_accumulation_steps, num_negatives=args.num_negatives,
         temperature=args.temperature, contrastive_weight=args.contrastive_weight,
         generation_weight=args.generation_weight, distillation_weight=args.distillation_weight,
-        cached_mini_batch_size=args.cached_mini_batch_size, thought_dropout=args.thought_dropout, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
-        seed=args.seed, logging_steps=args.logging_steps,
+        cached_mini_batch_size=args.cached_mini_batch_size, thought_dropout=args.thought_dropout, bf16=args.bf16,
+        gradient_checkpointing=args.gradient_checkpointing, seed=args.seed, logging_steps=args.logging_steps,
     )
     result = train(config)
     print(f"saved {result.path}")
@@ -84,6 +84,224 @@ def _cmd_mteb(args, rest) -> int:
     from o1_embedder.evaluation.mteb_integration import main as mteb_main
 
     return mteb_main(rest)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _nonnegative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def _corpus_texts(path: str) -> list[str]:
+    """Passages of a BEIR folder (or 'cranfield'), or of a corpus.jsonl file (``_id``, ``text``, optional ``title``)."""
+    from pathlib import Path
+
+    from o1_embedder.data.beir import _read_jsonl, cranfield_path, document_text
+
+    source = Path(path)
+    if not source.exists() and path.lower() == "cranfield":
+        source = cranfield_path()
+    if source.is_dir():
+        source = source / "corpus.jsonl"
+    if not source.is_file():
+        raise FileNotFoundError(f"corpus not found: {path}")
+    return [document_text(record) for _, record in _read_jsonl(source, optional_fields=("title",))]
+
+
+def _cmd_mine(args) -> int:
+    from o1_embedder.data.beir import document_text
+    from o1_embedder.data.mining import mine_negatives
+    from o1_embedder.data.records import JsonlWriter, Stage, failures_path, resolve_source, write_records_atomic
+    from o1_embedder.evaluation.job import load_comparison_model
+
+    records, dataset = resolve_source(args.source, Stage.BASE, split=args.split, min_grade=args.min_grade,
+                                      max_queries=args.max_queries, max_docs=args.max_docs, seed=args.seed, log=_log)
+    corpus = [document_text(doc) for doc in dataset.corpus.values()] if dataset is not None else []
+    if args.corpus:
+        corpus += _corpus_texts(args.corpus)
+    _log(f"mine: {len(corpus)} corpus passages (+ the records' positives); model {args.model}")
+    model = load_comparison_model(args.model)
+    result = mine_negatives(records, model, corpus=corpus, num_negatives=args.num_negatives,
+                            range_min=args.range_min, range_max=args.range_max,
+                            relative_margin=None if args.no_margin else args.relative_margin,
+                            sampling_strategy=args.sampling, batch_size=args.batch_size, replace=args.replace,
+                            model_name=args.model)
+    write_records_atomic(args.output, result.records)
+    failures = failures_path(args.output)
+    if result.failed:
+        with JsonlWriter(failures, overwrite=True) as writer:
+            for query_id, reason in result.failed.items():
+                writer.write({"query_id": query_id, "error": reason})
+    elif failures.exists():
+        failures.unlink()
+    print(f"mine: {result.summary(args.num_negatives)}; wrote {args.output}"
+          + (f" (left out: {failures})" if result.failed else ""))
+    return 0
+
+
+def _sampling(args):
+    from o1_embedder.thinking.backends import SamplingConfig
+
+    return SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+
+
+def _backend(args):
+    from o1_embedder.thinking.backends import make_backend
+
+    sampling = _sampling(args)
+    if args.backend == "transformers":
+        options = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
+                   "use_chat_template": False if args.no_chat_template else None}
+    elif args.backend == "openai":
+        if not args.base_url:
+            raise ValueError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        options = {"base_url": args.base_url, "api_key": args.api_key, "endpoint": args.endpoint,
+                   "concurrency": args.concurrency, "timeout": args.timeout, "max_retries": args.max_retries}
+    else:
+        options = {"use_chat": not args.no_chat_template}
+        if args.dtype:
+            options["dtype"] = args.dtype
+    return make_backend(args.backend, model=args.model, sampling=sampling, **options)
+
+
+def _cmd_synth(args) -> int:
+    from pathlib import Path
+
+    from o1_embedder.data.records import Stage, resolve_source
+    from o1_embedder.data.synthesis import DEFAULT_INSTRUCTION, ExplorationPrompt, FewShotPool, synthesize
+
+    instruction = DEFAULT_INSTRUCTION
+    if args.instruction_file:
+        instruction = Path(args.instruction_file).read_text(encoding="utf-8").strip()
+    elif args.instruction is not None:
+        instruction = args.instruction
+    prompt = ExplorationPrompt(instruction=instruction, query_template=args.query_template,
+                               num_examples=args.few_shot, max_example_chars=args.max_example_chars,
+                               system_role=not args.no_system_role)
+    records, dataset = resolve_source(args.source, Stage.BASE, split=args.split, min_grade=args.min_grade,
+                                      max_queries=args.max_queries, max_docs=args.max_docs, seed=args.subset_seed,
+                                      log=_log)
+    if dataset is not None:
+        _log("synth: records from a BEIR folder have no negatives yet; run 'o1-embedder mine' on the output "
+             "before 'vote'")
+    examples = FewShotPool.from_file(args.examples, seed=args.seed) if args.examples else None
+    try:
+        backend = _backend(args)
+    except ConnectionError as err:
+        print(f"o1-embedder synth: error: {err}", file=sys.stderr)
+        return 2
+    _log(f"synth: {json.dumps(backend.describe())}")
+    with backend:
+        report = synthesize(records, backend, args.output, num_candidates=args.num_candidates, prompt=prompt,
+                            examples=examples, seed=args.seed, max_attempts=args.max_attempts,
+                            min_candidates=args.min_candidates, chunk_size=args.chunk_size or max(4 * args.batch_size,
+                            4 * args.concurrency if args.backend == "openai" else 0, 16),
+                            overwrite=args.overwrite, limit=args.limit, log=_log)
+    print(f"synth: {report.summary()}")
+    return 1 if report.failed else 0
+
+
+def _cmd_vote(args) -> int:
+    from o1_embedder.data.committee import load_committee, vote
+    from o1_embedder.data.records import RecordFile, Stage
+
+    records = RecordFile(args.source, Stage.CANDIDATES)
+    _log(f"vote: {len(records)} records; committee {', '.join(args.committee)}; {args.method} vote")
+    members = load_committee(args.committee, batch_size=args.batch_size)
+    report = vote(records, members, args.output, method=args.method, chunk_size=args.chunk_size,
+                  overwrite=args.overwrite, log=_log)
+    print(f"vote: {report.summary()}")
+    return 0
+
+
+def _source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="records (JSON lines with query, pos[, neg, query_id]) or a BEIR folder "
+                                  "('cranfield' names the shipped copy)")
+    p.add_argument("-o", "--output", required=True, help="output JSON lines file")
+    p.add_argument("--split", help="BEIR qrels split (default: train when present, else test)")
+    p.add_argument("--min-grade", type=int, default=1, help="BEIR: lowest relevance grade counted as positive")
+    p.add_argument("--max-queries", type=_positive, help="BEIR: sample this many judged queries")
+    p.add_argument("--max-docs", type=_positive, help="BEIR: keep the judged documents plus a sample up to this many")
+
+
+def _add_synthesis_commands(sub) -> None:
+    from o1_embedder.data.committee import DEFAULT_COMMITTEE
+
+    p = sub.add_parser("mine", help="add hard negatives (sentence-transformers mine_hard_negatives) to records "
+                                    "from a BEIR folder or JSON lines")
+    _source_options(p)
+    p.add_argument("--seed", type=int, default=0, help="BEIR subset sampling seed")
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="Sentence-Transformers model that mines "
+                                                               "(default: all-MiniLM-L6-v2, offline)")
+    p.add_argument("--num-negatives", type=_positive, default=15, help="negatives per record (default 15)")
+    p.add_argument("--range-min", type=int, default=0, help="skip this many top-ranked candidates")
+    p.add_argument("--range-max", type=_positive, help="consider candidates up to this rank")
+    p.add_argument("--relative-margin", type=_nonnegative_float, default=0.05,
+                   help="drop candidates scoring above (1 - margin) x the weakest positive's score (default 0.05)")
+    p.add_argument("--no-margin", action="store_true", help="no margin: the top non-positive candidates")
+    p.add_argument("--sampling", choices=("top", "random"), default="top")
+    p.add_argument("--corpus", help="more candidate passages: a BEIR folder or corpus.jsonl")
+    p.add_argument("--batch-size", type=_positive, default=64)
+    p.add_argument("--replace", action="store_true", help="mine again for records that already have negatives")
+    p.set_defaults(func=_cmd_mine)
+
+    p = sub.add_parser("synth", help="exploration: N candidate thoughts per record (resumable JSON lines)")
+    _source_options(p)
+    p.add_argument("--subset-seed", type=int, default=0, help="BEIR subset sampling seed")
+    g = p.add_argument_group("generator")
+    g.add_argument("--backend", choices=("transformers", "openai", "vllm"), default="transformers")
+    g.add_argument("--model", help="transformers/vllm: causal LM folder or hub id (default: the embedded "
+                                   "SmolLM2-135M-Instruct); openai: served model (default: the server's first)")
+    g.add_argument("-n", "--num-candidates", type=_positive, default=3, help="candidate thoughts per record")
+    g.add_argument("--max-new-tokens", type=_positive, default=256)
+    g.add_argument("--temperature", type=_nonnegative_float, default=0.7, help="0 = greedy (then -n 1)")
+    g.add_argument("--top-p", type=float, default=0.9)
+    g.add_argument("--seed", type=int, default=42, help="sampling and few-shot seed")
+    g.add_argument("--batch-size", type=_positive, default=8, help="transformers: rows generated together")
+    g.add_argument("--device", help="transformers: torch device (default cpu)")
+    g.add_argument("--dtype", help="transformers/vllm: e.g. bfloat16")
+    g.add_argument("--no-chat-template", action="store_true", help="send the plain-text prompt instead of chat")
+    g = p.add_argument_group("OpenAI-compatible server")
+    g.add_argument("--base-url", help="e.g. http://127.0.0.1:8000/v1 (vllm serve, SGLang, llama.cpp server)")
+    g.add_argument("--api-key", help="default: $OPENAI_API_KEY")
+    g.add_argument("--endpoint", choices=("chat", "completion"), default="chat")
+    g.add_argument("--concurrency", type=_positive, default=16, help="requests in flight")
+    g.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
+    g.add_argument("--max-retries", type=int, default=5, help="retries per HTTP request (exponential backoff)")
+    g = p.add_argument_group("prompt")
+    g.add_argument("--instruction", help="the instruction (default: think about a plausible response ...)")
+    g.add_argument("--instruction-file", help="read the instruction from a file")
+    g.add_argument("--query-template", default="Query: {query}")
+    g.add_argument("--few-shot", type=int, default=2, help="examples per prompt (query -> relevant passage)")
+    g.add_argument("--examples", help="JSON lines of {query, passage} to draw examples from "
+                                      "(default: the first 64 records)")
+    g.add_argument("--max-example-chars", type=int, default=600)
+    g.add_argument("--no-system-role", action="store_true", help="put the instruction in the first user turn")
+    g = p.add_argument_group("run")
+    g.add_argument("--max-attempts", type=_positive, default=3, help="rounds per record before it is reported failed")
+    g.add_argument("--min-candidates", type=_positive, help="accept a record with at least this many candidates "
+                                                            "after the last round (default: all N)")
+    g.add_argument("--chunk-size", type=_positive, help="records handed to the backend together")
+    g.add_argument("--limit", type=_positive, help="only the first N records")
+    g.add_argument("--overwrite", action="store_true", help="start the output over instead of resuming")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("vote", help="refinement: a committee of retrievers picks each record's thought")
+    p.add_argument("source", help="records with neg and candidates (the output of 'synth' on mined records)")
+    p.add_argument("-o", "--output", required=True, help="training file (JSON lines, resumable)")
+    p.add_argument("--committee", nargs="+", default=list(DEFAULT_COMMITTEE),
+                   help="'bm25' and/or Sentence-Transformers models (default: all-MiniLM-L6-v2 bm25)")
+    p.add_argument("--method", choices=("hard", "soft"), default="hard",
+                   help="hard: majority of first choices; soft: mean rank-based quality")
+    p.add_argument("--batch-size", type=_positive, default=32, help="encoding batch size of dense members")
+    p.add_argument("--chunk-size", type=_positive, default=128, help="records scored together")
+    p.add_argument("--overwrite", action="store_true", help="start the output over instead of resuming")
+    p.set_defaults(func=_cmd_vote)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--logging-steps", type=_positive, default=10)
     p.set_defaults(func=_cmd_train)
+
+    _add_synthesis_commands(sub)
 
     p = sub.add_parser("mteb", help="run mteb's CLI with an o1-embedder model registered, e.g. "
                                     "'o1-embedder mteb run -m PATH -t SciFact'", add_help=False)
