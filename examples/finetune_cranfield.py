@@ -72,8 +72,8 @@ def evaluate(model, data: BeirDataset, label: str, cache_dir: Path, batch_size: 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-queries", type=int, default=150)
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--negatives", type=int, default=3)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--negatives", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--max-new-tokens", type=int, default=48)

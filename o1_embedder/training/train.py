@@ -47,7 +47,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     seed: int = 42
     logging_steps: int = 10
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = 0.0  # fraction of the steps (given to the trainer as a float warmup_steps)
 
 
 def _rank() -> int:
@@ -87,7 +87,7 @@ def train(config: TrainConfig) -> TrainResult:
     args = SentenceTransformerTrainingArguments(
         output_dir=os.path.join(config.output, ".checkpoints"), num_train_epochs=config.epochs,
         max_steps=config.max_steps, learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, warmup_ratio=config.warmup_ratio,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, warmup_steps=config.warmup_ratio,
         bf16=config.bf16,
         seed=config.seed, logging_steps=config.logging_steps, save_strategy="no", report_to=[],
         dataloader_drop_last=distributed, use_cpu=not torch.cuda.is_available(),
