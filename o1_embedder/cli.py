@@ -196,12 +196,12 @@ def _cmd_synth(args) -> int:
         print(f"o1-embedder synth: error: {err}", file=sys.stderr)
         return 2
     _log(f"synth: {json.dumps(backend.describe())}")
+    chunk_size = args.chunk_size or 4 * (args.concurrency if args.backend == "openai" else args.batch_size)
     with backend:
         report = synthesize(records, backend, args.output, num_candidates=args.num_candidates, prompt=prompt,
                             examples=examples, seed=args.seed, max_attempts=args.max_attempts,
-                            min_candidates=args.min_candidates, chunk_size=args.chunk_size or max(4 * args.batch_size,
-                            4 * args.concurrency if args.backend == "openai" else 0, 16),
-                            overwrite=args.overwrite, limit=args.limit, log=_log)
+                            min_candidates=args.min_candidates, chunk_size=chunk_size, overwrite=args.overwrite,
+                            limit=args.limit, log=_log)
     print(f"synth: {report.summary()}")
     return 1 if report.failed else 0
 

@@ -11,7 +11,8 @@ import torch
 
 from o1_embedder import build_model, load_model, save_model
 from o1_embedder.data import document_text, load_cranfield
-from o1_embedder.training import (JointCollator, JointLoss, TrainConfig, TrainingDataError, add_lora,
+from o1_embedder.data.records import RecordFormatError
+from o1_embedder.training import (JointCollator, JointLoss, TrainConfig, add_lora,
                                   load_training_data, read_records, records_to_dataset, train)
 
 
@@ -53,13 +54,13 @@ def test_bad_records_name_line_and_field(tmp_path):
                     '{"query": "q", "pos": [], "neg": "x"}\n'
                     '{"query": "q", "pos": ["p"], "pos_scores": [1.0], "neg_scores": [1.0]}\n'
                     'not json\n')
-    with pytest.raises(TrainingDataError) as err:
+    with pytest.raises(RecordFormatError) as err:
         read_records(path)
     message = str(err.value)
-    assert f"{path}:2: field 'query'" in message
-    assert f"{path}:4: field 'pos'" in message and f"{path}:4: field 'neg'" in message
-    assert f"{path}:5: field 'neg_scores': 1 scores for 0 passages" in message
-    assert f"{path}:6: invalid JSON" in message
+    assert f"{path}:2: field 'query' must be a string" in message
+    assert f"{path}:4: field 'pos' is empty" in message and f"{path}:4: field 'neg' must be a list" in message
+    assert f"{path}:5: field 'neg_scores' has 1 scores for 0 passages" in message
+    assert f"{path}:6: malformed JSON" in message
     with pytest.raises(FileNotFoundError):
         read_records(tmp_path / "missing.jsonl")
 

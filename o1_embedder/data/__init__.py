@@ -1,4 +1,12 @@
-"""Data loading: BEIR-format retrieval collections (and the shipped Cranfield copy)."""
+"""Data: BEIR-format loading (and the shipped Cranfield copy), training records, thought synthesis
+(exploration), the committee vote (refinement) and hard-negative mining.
+
+The synthesis modules are imported on first use, so ``import o1_embedder.data`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 from .beir import (
     MAX_PROBLEMS,
@@ -10,6 +18,14 @@ from .beir import (
     load_cranfield,
 )
 
+_LAZY = {
+    "JsonlWriter": "records", "RecordFile": "records", "RecordFormatError": "records", "Stage": "records",
+    "records_from_beir": "records", "validate_record": "records",
+    "ExplorationPrompt": "synthesis", "FewShotPool": "synthesis", "synthesize": "synthesis",
+    "BM25Member": "committee", "DenseMember": "committee", "load_committee": "committee", "vote": "committee",
+    "mine_negatives": "mining",
+}
+
 __all__ = [
     "MAX_PROBLEMS",
     "BeirDataset",
@@ -18,4 +34,11 @@ __all__ = [
     "document_text",
     "load_beir",
     "load_cranfield",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

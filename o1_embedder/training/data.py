@@ -7,82 +7,33 @@ The file format is the reference one, JSON lines::
 
 ``pos`` needs at least one passage; ``neg``, ``thought`` (empty or missing: trained without a thought),
 the scores and ``query_id`` are optional; other fields are ignored. Each record becomes one training
-row with its first positive. Every problem is reported with its file, line and field.
+row with its first positive. Every problem is reported with its file, line and field (validation is
+shared with the synthesis pipeline: :mod:`o1_embedder.data.records`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 from datasets import Dataset
 
+from o1_embedder.data.records import RecordFile, Stage
+
 COLUMNS = ["query", "positive", "negatives", "thought"]
 SCORE_COLUMN = "teacher_scores"
-MAX_PROBLEMS = 20
 
 
 class TrainingDataError(ValueError):
-    """Bad training records; the message lists each problem as ``file:line: field: message``."""
-
-
-def _check_record(record, line: str) -> list[str]:
-    if not isinstance(record, dict):
-        return [f"{line}: expected a JSON object, got {type(record).__name__}"]
-    problems = []
-    if not isinstance(record.get("query"), str):
-        problems.append(f"{line}: field 'query': missing or not a string")
-    pos = record.get("pos")
-    if not isinstance(pos, list) or not pos or not all(isinstance(p, str) for p in pos):
-        problems.append(f"{line}: field 'pos': must be a non-empty list of strings")
-    neg = record.get("neg", [])
-    if not isinstance(neg, list) or not all(isinstance(n, str) for n in neg):
-        problems.append(f"{line}: field 'neg': must be a list of strings")
-    thought = record.get("thought", "")
-    if thought is not None and not isinstance(thought, str):
-        problems.append(f"{line}: field 'thought': must be a string")
-    for field, items in (("pos_scores", pos), ("neg_scores", neg)):
-        scores = record.get(field)
-        if scores is None:
-            continue
-        if not isinstance(scores, list) or not all(isinstance(s, (int, float)) and not isinstance(s, bool)
-                                                   for s in scores):
-            problems.append(f"{line}: field '{field}': must be a list of numbers")
-        elif isinstance(items, list) and len(scores) != len(items):
-            problems.append(f"{line}: field '{field}': {len(scores)} scores for {len(items)} passages")
-    if ("pos_scores" in record) != ("neg_scores" in record):
-        problems.append(f"{line}: fields 'pos_scores'/'neg_scores': give both or neither")
-    return problems
+    """Training records that cannot be turned into a dataset (e.g. teacher scores on only some records)."""
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
-    """Validated reference-format records from a jsonl file (blank lines skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training file not found: {path}")
-    records, problems = [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            line = f"{path}:{number}"
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                problems.append(f"{line}: invalid JSON ({err.msg})")
-                continue
-            found = _check_record(record, line)
-            problems += found
-            if not found:
-                records.append(record)
-    if problems:
-        shown = "\n  ".join(problems[:MAX_PROBLEMS])
-        more = f"\n  ... and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS else ""
-        raise TrainingDataError(f"{len(problems)} problem(s) in {path}:\n  {shown}{more}")
-    if not records:
-        raise TrainingDataError(f"{path}: no training records")
-    return records
+    """Validated reference-format records (see :class:`o1_embedder.data.records.RecordFile`).
+
+    ``thought`` is optional: a record without it is trained in the no-thought format. A present but
+    empty thought is an error (it is what a failed synthesis looks like), so is a missing file.
+    """
+    return list(RecordFile(path, Stage.BASE))
 
 
 def records_to_dataset(records: list[dict]) -> Dataset:

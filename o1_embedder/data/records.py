@@ -1,0 +1,403 @@
+"""Training records as JSON lines: validation, reading, kill-safe resumable writing.
+
+One record per line, in the reference format the trainer reads::
+
+    {"query_id": str, "query": str, "pos": [str, ...], "neg": [str, ...], "thought": str,
+     "pos_scores": [float, ...], "neg_scores": [float, ...]}
+
+``pos`` is required (at least one passage); ``neg``, ``thought`` and the score lists are optional.
+Other fields (``candidates``, ``votes``, ``committee``, ``synthesis``, ...) are kept and ignored by the
+trainer. A record without ``query_id`` (the reference code's files have none) gets a stable id made from
+its content: ``"h"`` + the first 16 hex digits of SHA-256 over the query and positives.
+
+Each pipeline stage needs more fields (:class:`Stage`): mining needs ``pos``; voting needs ``neg`` and
+``candidates``; the trainer needs ``thought``. Files are validated completely before any work starts,
+and every problem is reported as ``path:line: field 'x' ...`` (up to :data:`MAX_PROBLEMS`).
+
+:class:`JsonlWriter` appends one complete line per ``write`` (a single write of the whole line, then a
+flush), so a killed run leaves at most one partial *trailing* line; the next run drops it, reads the ids
+already written and skips them.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .beir import MAX_PROBLEMS, BeirDataset, document_text, load_beir
+
+__all__ = [
+    "JsonlWriter",
+    "RecordFile",
+    "RecordFormatError",
+    "Stage",
+    "content_id",
+    "dump_line",
+    "failures_path",
+    "records_from_beir",
+    "resolve_source",
+    "validate_record",
+    "write_records_atomic",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Stage(enum.Enum):
+    """What a pipeline step requires of its input records."""
+
+    BASE = "base"              # query_id, query, pos
+    MINED = "mined"            # + neg (at least one)
+    CANDIDATES = "candidates"  # + neg, candidates (non-empty strings)
+    TRAINING = "training"      # + thought (non-empty string)
+
+
+class RecordFormatError(ValueError):
+    """A record file is malformed. ``problems`` holds every ``path:line: message`` found (up to the limit)."""
+
+    def __init__(self, path: str | os.PathLike, problems: list[str], total: int):
+        self.path = Path(path)
+        self.problems = list(problems)
+        self.total = total
+        lines = [f"{self.path}: {total} problem{'s' if total != 1 else ''} found"]
+        lines += [f"  {p}" for p in problems]
+        if total > len(problems):
+            lines.append(f"  ... and {total - len(problems)} more")
+        super().__init__("\n".join(lines))
+
+
+def content_id(query: str, positives: list[str]) -> str:
+    """A stable id for a record without ``query_id``: SHA-256 over query and positives, 16 hex digits."""
+    digest = hashlib.sha256("\x1f".join([query, *positives]).encode("utf-8")).hexdigest()
+    return "h" + digest[:16]
+
+
+def _string_list(record: dict, key: str, *, required: bool, non_empty: bool, problems: list[str]) -> None:
+    if key not in record:
+        if required:
+            problems.append(f"missing field {key!r}")
+        return
+    value = record[key]
+    if not isinstance(value, list):
+        problems.append(f"field {key!r} must be a list of strings, got {type(value).__name__}")
+        return
+    if non_empty and not value:
+        problems.append(f"field {key!r} is empty (needs at least one string)")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            problems.append(f"field {key!r}[{i}] must be a string, got {type(item).__name__}")
+        elif not item.strip():
+            problems.append(f"field {key!r}[{i}] is an empty string")
+
+
+def _float_list(record: dict, key: str, length_of: str, problems: list[str]) -> None:
+    if key not in record:
+        return
+    value = record[key]
+    if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        problems.append(f"field {key!r} must be a list of numbers")
+    elif isinstance(record.get(length_of, []), list) and len(value) != len(record.get(length_of, [])):
+        problems.append(f"field {key!r} has {len(value)} scores for {len(record.get(length_of, []))} passages "
+                        f"in {length_of!r}")
+
+
+def validate_record(record: Any, stage: Stage = Stage.BASE) -> list[str]:
+    """Problems of one record for ``stage`` (empty list: valid). ``query_id`` may be absent (see :func:`content_id`)."""
+    if not isinstance(record, dict):
+        return [f"expected a JSON object, got {type(record).__name__}"]
+    problems: list[str] = []
+    if "query_id" in record and (not isinstance(record["query_id"], str) or not record["query_id"].strip()):
+        problems.append("field 'query_id' must be a non-empty string")
+    if "query" not in record:
+        problems.append("missing field 'query'")
+    elif not isinstance(record["query"], str):
+        problems.append(f"field 'query' must be a string, got {type(record['query']).__name__}")
+    elif not record["query"].strip():
+        problems.append("field 'query' is empty")
+    _string_list(record, "pos", required=True, non_empty=True, problems=problems)
+    needs_neg = stage in (Stage.MINED, Stage.CANDIDATES)
+    _string_list(record, "neg", required=needs_neg, non_empty=needs_neg, problems=problems)
+    if needs_neg and "neg" in record and isinstance(record["neg"], list) and not record["neg"]:
+        problems[-1] += " (run 'o1-embedder mine' to add hard negatives)"
+    if stage is Stage.CANDIDATES:
+        _string_list(record, "candidates", required=True, non_empty=True, problems=problems)
+    if stage is Stage.TRAINING or "thought" in record:
+        thought = record.get("thought")
+        if "thought" not in record:
+            problems.append("missing field 'thought'")
+        elif not isinstance(thought, str):
+            problems.append(f"field 'thought' must be a string, got {type(thought).__name__}")
+        elif not thought.strip():
+            problems.append("field 'thought' is empty")
+    _float_list(record, "pos_scores", "pos", problems)
+    _float_list(record, "neg_scores", "neg", problems)
+    if ("pos_scores" in record) != ("neg_scores" in record):
+        problems.append("fields 'pos_scores'/'neg_scores': give both or neither")
+    return problems
+
+
+def dump_line(record: dict) -> bytes:
+    """One record as a UTF-8 JSON line (non-ASCII kept, newline-terminated)."""
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+class RecordFile:
+    """A validated JSON-lines record file that can be iterated any number of times (streamed, not loaded).
+
+    Construction validates every line for ``stage`` and raises :class:`RecordFormatError` listing all
+    problems with file and line; ids missing from records are assigned with :func:`content_id`, and
+    duplicate ids are problems. ``len()`` is the number of records.
+    """
+
+    def __init__(self, path: str | os.PathLike, stage: Stage = Stage.BASE):
+        self.path = Path(path)
+        self.stage = stage
+        if not self.path.is_file():
+            raise FileNotFoundError(f"record file not found: {self.path}")
+        self._count = self._validate()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"RecordFile({str(self.path)!r}, stage={self.stage.value}, records={self._count})"
+
+    def _lines(self) -> Iterator[tuple[int, str | None, str | None]]:
+        """``(line number, text, decode error)`` of non-blank lines."""
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as err:
+                    yield number, None, f"not valid UTF-8 ({err.reason} at byte {err.start})"
+                    continue
+                if text.strip():
+                    yield number, text, None
+
+    def _validate(self) -> int:
+        problems: list[str] = []
+        total = 0
+        first_line: dict[str, int] = {}
+        count = 0
+
+        def add(number: int, message: str) -> None:
+            nonlocal total
+            total += 1
+            if len(problems) < MAX_PROBLEMS:
+                problems.append(f"{self.path}:{number}: {message}")
+
+        for number, text, error in self._lines():
+            if error:
+                add(number, error)
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as err:
+                add(number, f"malformed JSON ({err.msg} at column {err.colno})")
+                continue
+            found = validate_record(record, self.stage)
+            for message in found:
+                add(number, message)
+            if found:
+                continue
+            record_id = _record_id(record)
+            if record_id in first_line:
+                add(number, f"duplicate query_id {record_id!r} (first seen on line {first_line[record_id]})")
+                continue
+            first_line[record_id] = number
+            count += 1
+        if total:
+            raise RecordFormatError(self.path, problems, total)
+        if count == 0:
+            raise RecordFormatError(self.path, [f"{self.path}: no records"], 1)
+        return count
+
+    def __iter__(self) -> Iterator[dict]:
+        for _, text, _ in self._lines():
+            record = json.loads(text)
+            if "query_id" not in record:
+                record = {"query_id": _record_id(record), **record}
+            yield record
+
+
+def _record_id(record: dict) -> str:
+    return record["query_id"] if "query_id" in record else content_id(record["query"], record["pos"])
+
+
+def records_from_beir(dataset: BeirDataset, min_grade: int = 1) -> list[dict]:
+    """One record per query with at least one document of grade >= ``min_grade``: ``query_id, query, pos``.
+
+    Positives are ordered by grade (highest first), then corpus order; their text is ``title text``.
+    """
+    order = {doc_id: i for i, doc_id in enumerate(dataset.corpus)}
+    records = []
+    for query_id, query in dataset.queries.items():
+        judged = [(doc_id, grade) for doc_id, grade in dataset.qrels.get(query_id, {}).items() if grade >= min_grade]
+        if not judged or not query.strip():
+            continue
+        judged.sort(key=lambda item: (-item[1], order[item[0]]))
+        positives = [document_text(dataset.corpus[doc_id]) for doc_id, _ in judged]
+        positives = [p for p in dict.fromkeys(positives) if p.strip()]
+        if positives:
+            records.append({"query_id": query_id, "query": query, "pos": positives})
+    return records
+
+
+def default_split(path: Path) -> str:
+    """``train`` when the BEIR folder has ``qrels/train.tsv``, else ``test``."""
+    return "train" if (path / "qrels" / "train.tsv").is_file() else "test"
+
+
+def resolve_source(source: str | os.PathLike, stage: Stage = Stage.BASE, *, split: str | None = None,
+                   min_grade: int = 1, max_queries: int | None = None, max_docs: int | None = None,
+                   seed: int = 0, log=None) -> tuple[Iterable[dict], BeirDataset | None]:
+    """Records from a JSON-lines file, a BEIR folder, or ``cranfield`` (the shipped copy).
+
+    Returns ``(records, dataset)``; ``dataset`` is the (possibly subset) BEIR collection when the source
+    is a folder, else ``None``. ``max_queries`` / ``max_docs`` subset a BEIR folder
+    (:meth:`BeirDataset.subset`, seeded); ``split`` defaults to ``train`` when present, else ``test``.
+    """
+    from .beir import cranfield_path
+
+    path = Path(source)
+    if not path.exists() and str(source).lower() == "cranfield":
+        path = cranfield_path()
+    if path.is_dir():
+        split = split or default_split(path)
+        dataset = load_beir(path, split=split)
+        if max_queries is not None or max_docs is not None:
+            dataset, description = dataset.subset(max_queries, max_docs, seed=seed)
+            if log:
+                log(f"subset: {description}")
+        records = records_from_beir(dataset, min_grade=min_grade)
+        if not records:
+            raise ValueError(f"{path}: no query has a document of grade >= {min_grade} in split {split!r}")
+        if log:
+            log(f"{path} (split {split}): {len(records)} queries with relevant documents")
+        if stage is not Stage.BASE:
+            raise ValueError(f"{path} is a BEIR folder; this step needs records with "
+                             f"{'negatives' if stage is Stage.MINED else 'candidates'}: run 'o1-embedder mine' first")
+        return records, dataset
+    if max_queries is not None or max_docs is not None:
+        raise ValueError("--max-queries/--max-docs subset BEIR folders only")
+    return RecordFile(path, stage), None
+
+
+class JsonlWriter:
+    """Append records to a JSON-lines file, one complete line per write, resumable.
+
+    Opening an existing file: a trailing partial line (a run killed mid-write) is cut off with a
+    warning; every complete line must be a JSON object with ``key`` (else :class:`RecordFormatError`
+    naming the line); their ``key`` values are :attr:`done`. ``overwrite=True`` starts an empty file.
+    Each :meth:`write` issues one ``write`` of the whole line on an unbuffered file, then ``fsync``
+    every ``sync_every`` lines and on :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str = "query_id", *, overwrite: bool = False,
+                 sync_every: int = 256):
+        self.path = Path(path)
+        self.key = key
+        self.sync_every = sync_every
+        self.done: set[str] = set()
+        self.existing: list[dict] = []  # the first complete records already in the file (up to 1), for checks
+        self.dropped_partial = 0
+        self.written = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if overwrite or not self.path.exists():
+            self.path.write_bytes(b"")
+        else:
+            self._recover()
+        self._handle = open(self.path, "ab", buffering=0)
+
+    def _recover(self) -> None:
+        data_size = self.path.stat().st_size
+        with open(self.path, "rb+") as handle:
+            if data_size:
+                handle.seek(data_size - 1)
+                if handle.read(1) != b"\n":
+                    handle.seek(0)
+                    content = handle.read()
+                    keep = content.rfind(b"\n") + 1
+                    self.dropped_partial = len(content) - keep
+                    handle.truncate(keep)
+                    logger.warning("%s: dropped a partial last line (%d bytes) left by an interrupted run",
+                                   self.path, self.dropped_partial)
+        problems, total = [], 0
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw.decode("utf-8"))
+                    value = record[self.key]
+                    if not isinstance(value, str):
+                        raise TypeError
+                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                    total += 1
+                    if len(problems) < MAX_PROBLEMS:
+                        problems.append(f"{self.path}:{number}: not a JSON record with a string {self.key!r} "
+                                        f"(a file this command did not write? use a new output or --overwrite)")
+                    continue
+                self.done.add(value)
+                if not self.existing:
+                    self.existing.append(record)
+        if total:
+            raise RecordFormatError(self.path, problems, total)
+
+    def write(self, record: dict) -> None:
+        data = dump_line(record)
+        view = memoryview(data)
+        while view:  # one write call in practice; a short write (rare) is completed by the loop
+            written = self._handle.write(view)
+            view = view[written:]
+        self.done.add(record[self.key])
+        self.written += 1
+        if self.sync_every and self.written % self.sync_every == 0:
+            os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def failures_path(output: str | os.PathLike) -> Path:
+    """Where a step reports the records it could not complete: ``NAME.failures.jsonl`` next to ``NAME.jsonl``."""
+    output = Path(output)
+    stem = output.name[:-len(".jsonl")] if output.name.endswith(".jsonl") else output.name
+    return output.with_name(f"{stem}.failures.jsonl")
+
+
+def write_records_atomic(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Write all records to a temporary sibling, then rename it into place. Returns the number written."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    count = 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for record in records:
+                handle.write(dump_line(record))
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return count
