@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         ("documents: o1-embedder vs Transformer+Pooling(lasttoken) (throughput ratio)", t_plain / t_doc,
          f"{len(docs) / t_doc:.1f} vs {len(docs) / t_plain:.1f} docs/s"),
     ]
-    print(f"\n| measure | ratio | detail |\n|---|---|---|")
+    print("\n| measure | ratio | detail |\n|---|---|---|")
     for name, ratio, detail in rows:
         print(f"| {name} | {ratio:.2f} | {detail} |")
     return 0

@@ -57,7 +57,6 @@ def test_think_command_prints_thoughts(saved_tiny, capsys):
 
 def test_convert_keeps_trained_special_tokens(saved_tiny, tmp_path):
     from o1_embedder import load_model
-    from o1_embedder.model.loading import convert_checkpoint
 
     # A "released checkpoint": a plain causal LM folder whose tokenizer already has the four tokens.
     src = load_model(saved_tiny)

@@ -32,14 +32,14 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from o1_embedder.data.records import JsonlWriter, Stage, content_id, validate_record
+from o1_embedder.data.records import JsonlWriter, Stage, with_ids
 
 __all__ = [
     "DEFAULT_COMMITTEE",
@@ -405,16 +405,5 @@ def _not_done(records: Iterable[dict], done: set[str], report: VoteReport) -> It
             yield record
 
 
-def _with_ids(records: Iterable[dict]) -> Iterable[dict]:
-    """Validated records (``Stage.CANDIDATES``) with ids, duplicates refused."""
-    seen: set[str] = set()
-    for number, record in enumerate(records, start=1):
-        problems = validate_record(record, Stage.CANDIDATES)
-        if problems:
-            raise ValueError(f"record {number}: " + "; ".join(problems))
-        if "query_id" not in record:
-            record = {"query_id": content_id(record["query"], record["pos"]), **record}
-        if record["query_id"] in seen:
-            raise ValueError(f"record {number}: duplicate query_id {record['query_id']!r}")
-        seen.add(record["query_id"])
-        yield record
+def _with_ids(records: Iterable[dict]) -> Iterator[dict]:
+    return with_ids(records, Stage.CANDIDATES)

@@ -30,7 +30,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .beir import MAX_PROBLEMS, BeirDataset, document_text, load_beir
+from ..files import atomic_write
+from .beir import MAX_PROBLEMS, BeirDataset, BeirFormatError, document_text, load_beir
 
 __all__ = [
     "JsonlWriter",
@@ -43,6 +44,7 @@ __all__ = [
     "records_from_beir",
     "resolve_source",
     "validate_record",
+    "with_ids",
     "write_records_atomic",
 ]
 
@@ -58,18 +60,8 @@ class Stage(enum.Enum):
     TRAINING = "training"      # + thought (non-empty string)
 
 
-class RecordFormatError(ValueError):
+class RecordFormatError(BeirFormatError):
     """A record file is malformed. ``problems`` holds every ``path:line: message`` found (up to the limit)."""
-
-    def __init__(self, path: str | os.PathLike, problems: list[str], total: int):
-        self.path = Path(path)
-        self.problems = list(problems)
-        self.total = total
-        lines = [f"{self.path}: {total} problem{'s' if total != 1 else ''} found"]
-        lines += [f"  {p}" for p in problems]
-        if total > len(problems):
-            lines.append(f"  ... and {total - len(problems)} more")
-        super().__init__("\n".join(lines))
 
 
 def content_id(query: str, positives: list[str]) -> str:
@@ -224,6 +216,22 @@ class RecordFile:
             if "query_id" not in record:
                 record = {"query_id": _record_id(record), **record}
             yield record
+
+
+def with_ids(records: Iterable[dict], stage: Stage) -> Iterator[dict]:
+    """Records validated for ``stage``, each with a ``query_id`` (assigned from content when absent);
+    a duplicate id is refused. Errors name the record's position."""
+    seen: set[str] = set()
+    for number, record in enumerate(records, start=1):
+        problems = validate_record(record, stage)
+        if problems:
+            raise ValueError(f"record {number}: " + "; ".join(problems))
+        if "query_id" not in record:
+            record = {"query_id": content_id(record["query"], record["pos"]), **record}
+        if record["query_id"] in seen:
+            raise ValueError(f"record {number}: duplicate query_id {record['query_id']!r}")
+        seen.add(record["query_id"])
+        yield record
 
 
 def _record_id(record: dict) -> str:
@@ -382,22 +390,13 @@ def failures_path(output: str | os.PathLike) -> Path:
 
 def write_records_atomic(path: str | os.PathLike, records: Iterable[dict]) -> int:
     """Write all records to a temporary sibling, then rename it into place. Returns the number written."""
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     count = 0
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for record in records:
-                handle.write(dump_line(record))
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def write(handle) -> None:
+        nonlocal count
+        for record in records:
+            handle.write(dump_line(record))
+            count += 1
+
+    atomic_write(path, write)
     return count

@@ -33,8 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from o1_embedder.data.records import (JsonlWriter, RecordFormatError, Stage, content_id, failures_path,
-                                      validate_record)
+from o1_embedder.data.records import JsonlWriter, RecordFormatError, Stage, failures_path, with_ids
 from o1_embedder.thinking.backends import GenerationBackend, GenerationRequest, render_plain
 
 __all__ = [
@@ -251,17 +250,7 @@ class SynthesisReport:
 
 
 def _with_ids(records: Iterable[dict]) -> Iterator[dict]:
-    seen: set[str] = set()
-    for number, record in enumerate(records, start=1):
-        problems = validate_record(record, Stage.BASE)
-        if problems:
-            raise ValueError(f"record {number}: " + "; ".join(problems))
-        if "query_id" not in record:
-            record = {"query_id": content_id(record["query"], record["pos"]), **record}
-        if record["query_id"] in seen:
-            raise ValueError(f"record {number}: duplicate query_id {record['query_id']!r}")
-        seen.add(record["query_id"])
-        yield record
+    return with_ids(records, Stage.BASE)
 
 
 def synthesize(records: Iterable[dict], backend: GenerationBackend, output: str | Path, *, num_candidates: int = 3,

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -19,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..data.beir import BeirDataset, document_text
+from ..files import atomic_write, atomic_write_text
 from .metrics import HEADLINE_METRICS, evaluate_run, relevant_queries
 
 __all__ = [
@@ -110,27 +110,6 @@ def bm25_run(corpus: Mapping[str, dict], queries: Mapping[str, str], top_k: int 
 
 
 # ------------------------------------------------------------------------------------------------ cache
-def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Write a file through ``write(handle)`` into a temporary sibling, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, lambda handle: handle.write(text.encode("utf-8")))
-
-
 class EmbeddingCache:
     """Arrays on disk (``{key}.npy``), written atomically; the key is a SHA-256 of the key parts.
 
@@ -187,7 +166,7 @@ class EmbeddingCache:
         array = np.asarray(compute_fn())
         if expected_rows is not None and array.shape[0] != expected_rows:
             raise ValueError(f"compute_fn returned {array.shape[0]} rows, expected {expected_rows}")
-        _atomic_write_bytes(path, lambda handle: np.save(handle, array, allow_pickle=False))
+        atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
         return array
 
 
@@ -402,8 +381,8 @@ def write_report(results: Sequence[Mapping[str, Any]], out_dir: str | os.PathLik
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "results.png"}
     payload = {"title": title, "results": [dict(r) for r in results]}
-    _atomic_write_text(paths["json"], json.dumps(payload, indent=2, default=_json_default) + "\n")
-    _atomic_write_text(paths["md"], results_markdown(results, title))
+    atomic_write_text(paths["json"], json.dumps(payload, indent=2, default=_json_default) + "\n")
+    atomic_write_text(paths["md"], results_markdown(results, title))
     png = _bar_chart_png(results, title)
-    _atomic_write_bytes(paths["png"], lambda handle: handle.write(png))
+    atomic_write(paths["png"], lambda handle: handle.write(png))
     return paths

