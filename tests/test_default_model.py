@@ -57,3 +57,17 @@ def test_default_thinks_and_caches(smol, tmp_path):
         assert docs.shape == (1, 576) and torch.isfinite(docs).all()
     finally:
         module.thought_cache = None
+
+
+def test_init_makes_the_name_o1_embedder_loadable_where_you_stand(tmp_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    from o1_embedder.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
+    assert (tmp_path / "o1-embedder" / "model.safetensors").is_file()
+    model = SentenceTransformer("o1-embedder", trust_remote_code=True)
+    model[0].thought_cache = None
+    emb = model.encode_document(["a swept wing at high speed"])
+    assert emb.shape == (1, 576)
