@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -215,3 +216,53 @@ def test_cached_loss_matches_the_plain_loss(tiny_backbone):
     assert plain_grads.keys() == cached_grads.keys()
     for name, grad in plain_grads.items():
         assert torch.allclose(grad, cached_grads[name], atol=1e-5, rtol=1e-3), name
+
+
+def test_checkpoints_resume_and_adapter_round_trip(tiny_backbone, tmp_path):
+    """Checkpoints hold the trained tensors; a resumed run ends where an uninterrupted one does; the saved
+    adapter applied to the untrained model gives the merged model's embeddings."""
+    from o1_embedder.training.lora import apply_adapter
+    from o1_embedder.training.train import latest_checkpoint
+
+    data = write_jsonl(tmp_path / "train.jsonl", make_records(16))
+    start = build_model(str(tiny_backbone), max_query_tokens=16, max_document_tokens=24,
+                        generation={"max_new_tokens": 8})
+    save_model(start, tmp_path / "start")
+    common = dict(data=str(data), model=str(tmp_path / "start"), lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                  epochs=2, learning_rate=2e-3, batch_size=4, num_negatives=1, thought_dropout=0.0,
+                  logging_steps=1, seed=3, max_passage_tokens=12)
+    full = train(TrainConfig(output=str(tmp_path / "full"), adapter_output=str(tmp_path / "adapter"), **common))
+    # A run with checkpoints every 3 steps, cut back to its state after step 3, then resumed.
+    train(TrainConfig(output=str(tmp_path / "cut"), save_steps=3, **common))
+    folder = tmp_path / "cut.checkpoints"
+    assert latest_checkpoint(str(folder)).endswith("checkpoint-8")
+    shutil.rmtree(tmp_path / "cut")
+    for name in ("checkpoint-6", "checkpoint-8"):
+        shutil.rmtree(folder / name)
+    assert latest_checkpoint(str(folder)).endswith("checkpoint-3")
+    resumed = train(TrainConfig(output=str(tmp_path / "cut"), save_steps=3, resume=True, **common))
+    assert resumed.log_history[-1]["step"] == full.log_history[-1]["step"] == 8
+
+    docs = ["the boundary layer thickens downstream", "heated wings at high speed"]
+    a, b = load_model(str(full.path)), load_model(str(resumed.path))
+    assert a[0].max_document_tokens == 24  # training-only truncation is not saved
+    ea, eb = a.encode_document(docs), b.encode_document(docs)
+    assert abs(ea - eb).max() < 1e-4
+    base = load_model(str(tmp_path / "start"))
+    before = base.encode_document(docs)
+    apply_adapter(base[0], tmp_path / "adapter")
+    assert abs(base.encode_document(docs) - ea).max() < 1e-5 and abs(before - ea).max() > 1e-3
+
+
+def test_non_finite_loss_stops_training_without_saving(tiny_backbone, tmp_path):
+    from o1_embedder.training.trainer import NonFiniteLossError
+
+    data = write_jsonl(tmp_path / "train.jsonl", make_records(8))
+    start = build_model(str(tiny_backbone), max_query_tokens=16, max_document_tokens=24,
+                        generation={"max_new_tokens": 8})
+    save_model(start, tmp_path / "start")
+    config = TrainConfig(data=str(data), output=str(tmp_path / "out"), model=str(tmp_path / "start"), lora_r=4,
+                         epochs=1, batch_size=4, num_negatives=1, learning_rate=1e30, seed=0)
+    with pytest.raises(NonFiniteLossError, match="at step 2"):
+        train(config)
+    assert not (tmp_path / "out" / "modules.json").exists()

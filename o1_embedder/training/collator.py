@@ -13,6 +13,7 @@ and ``label``: teacher scores ``(batch, 1 + num_negatives)`` when the data has t
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,8 @@ class JointCollator:
         thought_dropout: probability of training a query without its thought (so the model can also
             embed without thinking).
         max_thought_tokens: thought truncation (default: the model's ``max_new_tokens``).
-        seed: seeds negative sampling and thought dropout.
+        seed: seeds negative sampling and thought dropout. The random choices of a batch depend only on
+            the seed and the batch's rows, so a run resumed from a checkpoint makes the same choices.
     """
 
     module: Any
@@ -52,6 +54,13 @@ class JointCollator:
             self.max_thought_tokens = self.module.generation_settings.max_new_tokens
         self._rng = random.Random(self.seed)
 
+    def _batch_rng(self, rows: list[dict]) -> random.Random:
+        digest = hashlib.sha256(str(self.seed).encode())
+        for row in rows:
+            digest.update(b"\x1e" + row["query"].encode("utf-8", "surrogatepass") + b"\x1f"
+                          + row["positive"].encode("utf-8", "surrogatepass"))
+        return random.Random(digest.digest())
+
     def _negatives(self, row: dict) -> tuple[list[str], list[int]]:
         negatives = list(row.get("negatives") or [])
         if self.num_negatives == 0:
@@ -69,6 +78,7 @@ class JointCollator:
         builder = self.module.builder
         tokenizer = self.module.tokenizer
         pad_id = tokenizer.pad_token_id
+        self._rng = self._batch_rng(rows)
         queries = [row["query"] for row in rows]
         prompts = builder.query_prompts(queries)
         keep = [bool(row.get("thought")) and self._rng.random() >= self.thought_dropout for row in rows]

@@ -38,3 +38,52 @@ def merge_lora(model):
     if hasattr(module.model, "merge_and_unload"):
         module.model = module.model.merge_and_unload()
     return model
+
+
+def save_adapter(model, path, dtype=None):
+    """Save the LoRA adapter (and the trained special-token rows) of a LoRA-wrapped o1-embedder model.
+
+    The folder is peft's layout (``adapter_config.json``, ``adapter_model.safetensors``) plus the module's
+    settings (``o1_embedder_config.json``), written to a temporary sibling and renamed into place.
+    ``dtype`` (e.g. ``torch.float16``) stores the adapter tensors in that precision to save space.
+    """
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    module = model[0]
+    if not hasattr(module.model, "peft_config"):
+        raise ValueError("the model has no LoRA adapter to save")
+    target = Path(path)
+    if target.exists() and not (target / "adapter_config.json").is_file():
+        raise FileExistsError(f"{target} exists and is not an adapter folder: choose another path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        module.model.peft_config["default"].save_pretrained(str(staging))
+        state = get_peft_model_state_dict(module.model)
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+                 for k, v in state.items()}
+        save_file(state, str(staging / "adapter_model.safetensors"), metadata={"format": "pt"})
+        module.save_config(str(staging))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def apply_adapter(module, path) -> None:
+    """Load a saved adapter (:func:`save_adapter`) onto an ``O1Embedder``'s backbone and merge it (in place)."""
+    import torch
+    from peft import PeftModel
+
+    dtype = next(module.model.parameters()).dtype
+    peft_model = PeftModel.from_pretrained(module.model, str(path), torch_device="cpu")
+    merged = peft_model.merge_and_unload()
+    module.model = merged.to(dtype) if dtype != torch.float32 else merged

@@ -48,6 +48,11 @@ class TrainConfig:
     seed: int = 42
     logging_steps: int = 10
     warmup_ratio: float = 0.0  # fraction of the steps (given to the trainer as a float warmup_steps)
+    max_passage_tokens: int | None = None  # truncate passages in training only (the saved model keeps its own)
+    max_thought_tokens: int | None = None  # truncate thoughts in training (default: the model's max_new_tokens)
+    save_steps: int = 0                 # keep a checkpoint every N steps in OUTPUT.checkpoints/ (0: none)
+    resume: bool = False                # continue from the latest checkpoint in OUTPUT.checkpoints/
+    adapter_output: str | None = None   # also save the LoRA adapter (peft layout, safetensors) here
 
 
 def _rank() -> int:
@@ -65,43 +70,59 @@ def load_for_training(config: TrainConfig):
 
 def train(config: TrainConfig) -> TrainResult:
     """Train and save. Under ``torchrun`` every rank trains and rank 0 saves. Returns the folder and the logs."""
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainingArguments
 
     from o1_embedder.model.loading import save_model
     from o1_embedder.training.collator import JointCollator
     from o1_embedder.training.data import load_training_data
-    from o1_embedder.training.lora import add_lora, merge_lora
+    from o1_embedder.training.lora import add_lora, merge_lora, save_adapter
     from o1_embedder.training.loss import CachedJointLoss, JointLoss
+    from o1_embedder.training.trainer import JointTrainer
+
+    if config.lora is False and config.adapter_output:
+        raise ValueError("adapter_output needs LoRA training (lora=True)")
+    from transformers import set_seed
 
     dataset = load_training_data(config.data)
+    set_seed(config.seed)  # LoRA's initial matrices come from the global RNG: a run is reproducible in any process
     model = load_for_training(config)
+    module = model[0]
+    saved_document_tokens = module.max_document_tokens
+    if config.max_passage_tokens is not None:
+        model.max_seq_length = config.max_passage_tokens
     if config.lora:
         add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
-    collator = JointCollator(model[0], num_negatives=config.num_negatives, thought_dropout=config.thought_dropout,
-                             seed=config.seed)
+    collator = JointCollator(module, num_negatives=config.num_negatives, thought_dropout=config.thought_dropout,
+                             max_thought_tokens=config.max_thought_tokens, seed=config.seed)
     weights = dict(temperature=config.temperature, contrastive_weight=config.contrastive_weight,
                    generation_weight=config.generation_weight, distillation_weight=config.distillation_weight)
     loss = (CachedJointLoss(model, mini_batch_size=config.cached_mini_batch_size, **weights)
             if config.cached_mini_batch_size else JointLoss(model, **weights))
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     args = SentenceTransformerTrainingArguments(
-        output_dir=os.path.join(config.output, ".checkpoints"), num_train_epochs=config.epochs,
+        output_dir=checkpoint_folder(config.output), num_train_epochs=config.epochs,
         max_steps=config.max_steps, learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps, warmup_steps=config.warmup_ratio,
         bf16=config.bf16,
-        seed=config.seed, logging_steps=config.logging_steps, save_strategy="no", report_to=[],
+        seed=config.seed, logging_steps=config.logging_steps, report_to=[],
+        save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
         dataloader_drop_last=distributed, use_cpu=not torch.cuda.is_available(),
         ddp_find_unused_parameters=False if distributed else None,
         **({"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
            if config.gradient_checkpointing else {}),
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
-                                         data_collator=collator)
-    trainer.train()
+    trainer = JointTrainer(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator)
+    checkpoint = latest_checkpoint(args.output_dir) if config.resume else None
+    if checkpoint:
+        print(f"resuming from {checkpoint}", flush=True)
+    trainer.train(resume_from_checkpoint=checkpoint)
     logger.info("rank %d finished training: %s", _rank(), trainer.state.log_history[-1])
     print(f"rank {_rank()} finished training after {trainer.state.global_step} steps", flush=True)
     output = Path(config.output)
     if trainer.is_world_process_zero():
+        model.max_seq_length = saved_document_tokens
+        if config.adapter_output:
+            save_adapter(model, config.adapter_output)
         if config.lora:
             merge_lora(model)
         save_model(model, output)
@@ -111,6 +132,28 @@ def train(config: TrainConfig) -> TrainResult:
     if distributed and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return TrainResult(output, list(trainer.state.log_history))
+
+
+def checkpoint_folder(output: str | os.PathLike) -> str:
+    """Where the checkpoints of a run that saves to ``output`` go: a sibling ``OUTPUT.checkpoints`` folder
+    (the final model replaces ``output`` as a whole when it is saved)."""
+    return os.path.normpath(str(output)) + ".checkpoints"
+
+
+def latest_checkpoint(folder: str) -> str | None:
+    """The ``checkpoint-N`` folder with the highest N that holds a complete checkpoint, or ``None``."""
+    from o1_embedder.training.trainer import TRAINABLE_FILE
+
+    if not os.path.isdir(folder):
+        return None
+    steps = []
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit() and \
+                os.path.isfile(os.path.join(path, TRAINABLE_FILE)) and \
+                os.path.isfile(os.path.join(path, "trainer_state.json")):
+            steps.append((int(name[len("checkpoint-"):]), path))
+    return max(steps)[1] if steps else None
 
 
 @dataclass

@@ -1,0 +1,80 @@
+"""``JointTrainer``: ``SentenceTransformerTrainer`` with checkpoints of what is trained and a non-finite guard.
+
+* **Checkpoints** hold the trainable parameters only (``trainable.safetensors``: the LoRA matrices and
+  special-token rows under LoRA, every weight in full fine-tuning), next to the optimizer, scheduler,
+  RNG and trainer state the Hugging Face trainer writes itself. A LoRA-wrapped model cannot be saved as an
+  o1-embedder model folder before its adapters are merged, and merging mid-training would end LoRA;
+  saving the trained tensors keeps checkpoints small and resumable.
+* **Non-finite loss**: training stops at the first step whose loss is NaN or infinite, with an error that
+  names the step and the loss components, instead of training on and saving a poisoned model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from sentence_transformers import SentenceTransformerTrainer
+
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class JointTrainer(SentenceTransformerTrainer):
+    """The Sentence-Transformers trainer for o1-embedder models (see the module docstring)."""
+
+    def _trainable(self) -> dict[str, torch.Tensor]:
+        model = getattr(self.model, "_orig_mod", self.model)
+        return {name: param for name, param in model.named_parameters() if param.requires_grad}
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        from safetensors.torch import save_file
+
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        tensors = {name: param.detach().cpu().contiguous() for name, param in self._trainable().items()}
+        tmp = os.path.join(output_dir, f".{TRAINABLE_FILE}.tmp")
+        save_file(tensors, tmp)
+        os.replace(tmp, os.path.join(output_dir, TRAINABLE_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        from safetensors.torch import load_file
+
+        path = os.path.join(resume_from_checkpoint, TRAINABLE_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{resume_from_checkpoint}: no {TRAINABLE_FILE}; not a checkpoint of this trainer")
+        saved = load_file(path)
+        params = self._trainable()
+        missing = sorted(set(params) - set(saved))
+        unexpected = sorted(set(saved) - set(params))
+        if missing or unexpected:
+            raise ValueError(f"{path} does not match the model being trained (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}): resume with the same model and LoRA settings")
+        with torch.no_grad():
+            for name, param in params.items():
+                if saved[name].shape != param.shape:
+                    raise ValueError(f"{path}: {name} has shape {tuple(saved[name].shape)}, "
+                                     f"the model has {tuple(param.shape)}")
+                param.copy_(saved[name].to(param.dtype))
+
+    def _load_best_model(self) -> None:
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            components = self.accum_loss_components.get("train" if model.training else "eval", {})
+            details = ", ".join(f"{k}={float(v):.4g}" for k, v in components.items() if k != "steps")
+            raise NonFiniteLossError(
+                f"the loss is {value} at step {self.state.global_step + 1}"
+                + (f" (accumulated components: {details})" if details else "")
+                + ": check the data for non-finite teacher scores, lower the learning rate, or train in float32; "
+                  "nothing was saved")
+        return result
