@@ -221,7 +221,7 @@ def test_cached_loss_matches_the_plain_loss(tiny_backbone):
 def test_checkpoints_resume_and_adapter_round_trip(tiny_backbone, tmp_path):
     """Checkpoints hold the trained tensors; a resumed run ends where an uninterrupted one does; the saved
     adapter applied to the untrained model gives the merged model's embeddings."""
-    from o1_embedder.training.lora import apply_adapter
+    from o1_embedder.model.loading import apply_adapter
     from o1_embedder.training.train import latest_checkpoint
 
     data = write_jsonl(tmp_path / "train.jsonl", make_records(16))

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 import pytrec_eval
 
-__all__ = ["HEADLINE_METRICS", "evaluate_run", "relevant_queries"]
+__all__ = ["HEADLINE_METRICS", "evaluate_run", "query_ndcg", "relevant_queries"]
 
 #: The metrics every report shows, in order.
 HEADLINE_METRICS = ("ndcg@10", "mrr@10", "recall@100")
@@ -72,3 +72,18 @@ def evaluate_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mappi
             for scores in mrr_evaluator.evaluate(cut).values():
                 totals[f"mrr@{k}"] += scores["recip_rank"]
     return {key: value / len(judged) for key, value in totals.items()}
+
+
+def query_ndcg(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]], k: int = 10
+               ) -> dict[str, float]:
+    """nDCG@k of every query with a relevant judgment (0 for a query missing from the run): the per-query
+    scores that :func:`evaluate_run` averages, for paired significance tests."""
+    judged = relevant_queries(qrels)
+    clean_qrels = {qid: {str(doc): int(grade) for doc, grade in qrels[qid].items()} for qid in judged}
+    present = {qid: {str(d): float(s) for d, s in run[qid].items()} for qid in judged if run.get(qid)}
+    scores = dict.fromkeys(judged, 0.0)
+    if present:
+        evaluated = pytrec_eval.RelevanceEvaluator(clean_qrels, {f"ndcg_cut.{k}"}).evaluate(present)
+        for qid, values in evaluated.items():
+            scores[qid] = values[f"ndcg_cut_{k}"]
+    return scores

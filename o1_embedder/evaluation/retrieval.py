@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data.beir import BeirDataset, document_text
 from ..files import atomic_write, atomic_write_text
-from .metrics import HEADLINE_METRICS, evaluate_run, relevant_queries
+from .metrics import HEADLINE_METRICS, evaluate_run, query_ndcg, relevant_queries
 
 __all__ = [
     "EmbeddingCache",
@@ -271,6 +271,7 @@ def evaluate_dense(model, dataset: BeirDataset, *, name: str, query_kwargs: dict
         "num_queries": len(query_ids),
         "num_docs": len(doc_ids),
         "metrics": evaluate_run(dataset.qrels, run),
+        "per_query": {"ndcg@10": query_ndcg(dataset.qrels, run)},
         "seconds_corpus": seconds_corpus,
         "corpus_cache_hit": cache_hit,
         "seconds_queries": seconds_queries,
@@ -299,6 +300,7 @@ def evaluate_bm25(dataset: BeirDataset, *, name: str = "BM25", top_k: int = 100)
         "num_queries": len(query_ids),
         "num_docs": len(dataset.corpus),
         "metrics": evaluate_run(dataset.qrels, run),
+        "per_query": {"ndcg@10": query_ndcg(dataset.qrels, run)},
         "seconds_corpus": seconds,
         "corpus_cache_hit": None,
         "seconds_queries": 0.0,
@@ -322,8 +324,9 @@ def _fmt(value, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def results_markdown(results: Sequence[Mapping[str, Any]], title: str) -> str:
-    """The Markdown table of a report (one row per result)."""
+def results_markdown(results: Sequence[Mapping[str, Any]], title: str,
+                     comparisons: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The Markdown table of a report (one row per result), then the paired tests, if any."""
     with_tokens = any(r.get("generated_tokens_per_query") is not None for r in results)
     header = ["model", "nDCG@10", "MRR@10", "Recall@100", "seconds/query"] + (["tokens/query"] if with_tokens else [])
     align = ["---"] + ["---:"] * (len(header) - 1)
@@ -339,6 +342,13 @@ def results_markdown(results: Sequence[Mapping[str, Any]], title: str) -> str:
     if datasets:
         lines += ["", f"Dataset: {', '.join(datasets)}. Metrics averaged over queries with a relevant judgment; "
                       "a query with no ranking counts as 0."]
+    if comparisons:
+        lines += ["", "Paired tests over queries (nDCG@10; p: two-sided randomisation test, 10,000 sign flips; "
+                      "CI: bootstrap 95% of the mean difference):", "",
+                  "| comparison | difference | 95% CI | p |", "|---|---:|---:|---:|"]
+        for c in comparisons:
+            lines.append(f"| {c['a']} vs {c['b']} | {c['difference']:+.4f} | [{c['ci_low']:+.4f}, "
+                         f"{c['ci_high']:+.4f}] | {c['p_value']:.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -373,16 +383,21 @@ def _bar_chart_png(results: Sequence[Mapping[str, Any]], title: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(results: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, title: str) -> dict[str, Path]:
-    """Write ``results.json``, ``results.md`` and ``results.png`` (each atomically) and return their paths."""
+def write_report(results: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, title: str,
+                 comparisons: Sequence[Mapping[str, Any]] = ()) -> dict[str, Path]:
+    """Write ``results.json``, ``results.md`` and ``results.png`` (each atomically) and return their paths.
+
+    ``comparisons`` are paired tests (:func:`~o1_embedder.evaluation.significance.paired_comparisons`),
+    listed under the table and kept in the JSON.
+    """
     if not results:
         raise ValueError("write_report needs at least one result")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "results.png"}
-    payload = {"title": title, "results": [dict(r) for r in results]}
+    payload = {"title": title, "results": [dict(r) for r in results], "comparisons": [dict(c) for c in comparisons]}
     atomic_write_text(paths["json"], json.dumps(payload, indent=2, default=_json_default) + "\n")
-    atomic_write_text(paths["md"], results_markdown(results, title))
+    atomic_write_text(paths["md"], results_markdown(results, title, comparisons))
     png = _bar_chart_png(results, title)
     atomic_write(paths["png"], lambda handle: handle.write(png))
     return paths

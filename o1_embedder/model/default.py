@@ -70,3 +70,11 @@ def default_backbone_path(cache_dir: str | os.PathLike | None = None) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+TRAINED_DIR = Path(__file__).resolve().parent / "trained_default"
+
+
+def trained_default_dir() -> Path | None:
+    """The folder of the shipped trained adapter (``adapter_model.safetensors``, settings, card), if present."""
+    return TRAINED_DIR if (TRAINED_DIR / "adapter_model.safetensors").is_file() else None

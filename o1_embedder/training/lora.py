@@ -77,13 +77,3 @@ def save_adapter(model, path, dtype=None):
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
-
-def apply_adapter(module, path) -> None:
-    """Load a saved adapter (:func:`save_adapter`) onto an ``O1Embedder``'s backbone and merge it (in place)."""
-    import torch
-    from peft import PeftModel
-
-    dtype = next(module.model.parameters()).dtype
-    peft_model = PeftModel.from_pretrained(module.model, str(path), torch_device="cpu")
-    merged = peft_model.merge_and_unload()
-    module.model = merged.to(dtype) if dtype != torch.float32 else merged

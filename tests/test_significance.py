@@ -1,0 +1,41 @@
+"""Paired tests over queries: a real gain is significant, noise is not, and reports list the tests."""
+
+import json
+
+import numpy as np
+import pytest
+
+from o1_embedder.evaluation import write_report
+from o1_embedder.evaluation.significance import paired_comparisons, paired_test
+
+
+def test_consistent_gain_is_significant_and_noise_is_not():
+    rng = np.random.default_rng(1)
+    base = {f"q{i}": float(v) for i, v in enumerate(rng.uniform(0, 0.8, 100))}
+    better = {q: v + 0.05 + float(rng.normal(0, 0.02)) for q, v in base.items()}
+    noisy = {q: v + float(rng.normal(0, 0.1)) for q, v in base.items()}
+    gain = paired_test(better, base)
+    assert gain["p_value"] < 0.001 and 0.04 < gain["difference"] < 0.06
+    assert gain["ci_low"] > 0 and gain["n"] == 100
+    noise = paired_test(noisy, base)
+    assert noise["p_value"] > 0.05 and noise["ci_low"] < 0 < noise["ci_high"]
+    assert paired_test(base, base)["p_value"] == 1.0
+    assert paired_test(better, base) == gain  # seeded: reproducible
+
+
+def test_only_common_queries_count_and_errors():
+    assert paired_test({"a": 1.0, "b": 0.0}, {"a": 0.5, "c": 1.0})["n"] == 1
+    with pytest.raises(ValueError, match="share no query"):
+        paired_test({"a": 1.0}, {"b": 1.0})
+
+
+def test_report_lists_comparisons(tmp_path):
+    per_query = {f"q{i}": i / 10 for i in range(10)}
+    results = [{"name": "x", "dataset": "d", "metrics": {"ndcg@10": 0.5}, "per_query": {"ndcg@10": per_query}},
+               {"name": "y", "dataset": "d", "metrics": {"ndcg@10": 0.4},
+                "per_query": {"ndcg@10": {q: v - 0.1 for q, v in per_query.items()}}}]
+    tests = paired_comparisons(results, [("x", "y"), ("x", "missing")])
+    assert len(tests) == 1 and tests[0]["a"] == "x" and abs(tests[0]["difference"] - 0.1) < 1e-9
+    paths = write_report(results, tmp_path, "t", comparisons=tests)
+    assert "| x vs y | +0.1000 |" in paths["md"].read_text()
+    assert json.loads(paths["json"].read_text())["comparisons"][0]["b"] == "y"
