@@ -26,7 +26,8 @@ import torch  # noqa: E402
 from o1_embedder import ThoughtCache, default_model  # noqa: E402
 from o1_embedder.data.beir import cranfield_path  # noqa: E402
 from o1_embedder.model.default import default_backbone_path  # noqa: E402
-from o1_embedder.model.encoding import embed_sequences, generate, split_generated, think_and_embed  # noqa: E402
+from o1_embedder.generation import decode  # noqa: E402
+from o1_embedder.model.encoding import embed_sequences, think_and_embed  # noqa: E402
 
 
 def read_jsonl(path, n):
@@ -56,8 +57,9 @@ def two_pass(module, queries, batch_size):
     ids.pop("emb_id")
     for start in range(0, len(queries), batch_size):
         prompts = module.builder.query_prompts(queries[start:start + batch_size])
-        gen, mask = generate(module.model, prompts, settings=module.generation_settings, **ids)
-        thoughts, _, _ = split_generated(gen.sequences[:, mask.shape[1]:], module.builder.eos_id)
+        thoughts = decode(module.model, prompts, settings=module.generation_settings, pad_id=ids["pad_id"],
+                          eos_ids=[ids["eos_id"]], suppress_ids=ids["suppress_ids"],
+                          row_seeds=list(range(len(prompts)))).token_ids
         seqs = [module.builder.close_thought(p, t) for p, t in zip(prompts, thoughts)]
         with torch.no_grad():
             out.append(embed_sequences(module.model, seqs, module.tokenizer.pad_token_id))

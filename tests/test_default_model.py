@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from o1_embedder import ThoughtCache, default_model
-from o1_embedder.model.encoding import embed_sequences, generate, split_generated, think_and_embed
+from test_decoding import reference
+
+from o1_embedder.model.encoding import embed_sequences, think_and_embed
 
 pytestmark = [
     pytest.mark.slow,
@@ -33,9 +35,9 @@ def test_default_one_pass_equals_two_pass(smol):
            "suppress_ids": module.special_token_ids, "row_seeds": list(range(len(prompts)))}
     one = think_and_embed(module.model, prompts, settings=module.generation_settings, emb_id=module.builder.emb_id,
                           **ids)
-    out, mask = generate(module.model, prompts, settings=module.generation_settings, **ids)
-    thoughts, _, _ = split_generated(out.sequences[:, mask.shape[1]:], module.builder.eos_id)
-    assert thoughts == one.thought_ids  # same seed, same thoughts
+    thoughts, _ = reference(module.model, prompts, module.generation_settings, ids["pad_id"], ids["eos_id"],
+                            ids["suppress_ids"], ids["row_seeds"])
+    assert thoughts == one.thought_ids  # same seed, same thoughts as transformers' generate
     two = embed_sequences(module.model, [module.builder.close_thought(p, t) for p, t in zip(prompts, thoughts)],
                           module.tokenizer.pad_token_id)
     assert torch.allclose(one.embeddings, two, atol=1e-4)

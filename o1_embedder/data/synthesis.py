@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from o1_embedder.generation.settings import row_seed
 from o1_embedder.data.records import JsonlWriter, RecordFormatError, Stage, failures_path, with_ids
 from o1_embedder.thinking.backends import GenerationBackend, GenerationRequest, render_plain
 
@@ -53,9 +54,9 @@ DEFAULT_INSTRUCTION = ("Given a search query, think about a plausible response t
 
 
 def derive_seed(seed: int, *parts: Any) -> int:
-    """A 31-bit seed from a base seed and identifying parts (query id, attempt, ...)."""
-    digest = hashlib.sha256("\x1f".join(map(str, (seed, *parts))).encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    """A 31-bit seed (what OpenAI-compatible servers accept) from a base seed and identifying parts (query id,
+    attempt, ...): the low 31 bits of :func:`~o1_embedder.generation.settings.row_seed`."""
+    return row_seed(seed, *parts) & 0x7FFFFFFF
 
 
 def _normalize(text: str) -> str:

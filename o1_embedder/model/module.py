@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from sentence_transformers.base.modules import InputModule
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from o1_embedder.model.encoding import (GenerationSettings, decoder, embed_sequences, left_pad, position_ids,
-                                       sample_seed, think_and_embed)
+from o1_embedder.generation.settings import GenerationSettings, row_seed
+from o1_embedder.model.encoding import decoder, embed_sequences, left_pad, position_ids, think_and_embed
 from o1_embedder.model.formats import PromptFormat, SequenceBuilder, validate_texts
 from o1_embedder.model.tokens import add_special_tokens, ensure_pad_token
 from o1_embedder.thinking.cache import CachedThought, ThoughtCache, thought_key
@@ -249,7 +249,7 @@ class O1Embedder(InputModule):
                 self.model, [prompt_ids[i] for i, _ in misses], settings=self._generation,
                 pad_id=self.tokenizer.pad_token_id, eos_id=self.builder.eos_id, emb_id=self.builder.emb_id,
                 suppress_ids=self.special_token_ids,
-                row_seeds=[sample_seed(self._generation.seed, queries[i], str(k)) for i, k in misses],
+                row_seeds=[row_seed(self._generation.seed, queries[i], str(k)) for i, k in misses],
             )
             texts = self.tokenizer.batch_decode(result.thought_ids, skip_special_tokens=True)
             for (i, k), e, text in zip(misses, result.embeddings, texts):

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from transformers import LogitsProcessorList
 
+from o1_embedder.generation.settings import row_seed
 from o1_embedder.thinking.backends import Generation, GenerationBackend, GenerationRequest, SamplingConfig
 
-__all__ = ["TransformersBackend", "sample_seeds"]
+__all__ = ["TransformersBackend"]
 
 logger = logging.getLogger(__name__)
-
-
-def sample_seeds(seed: int, n: int) -> list[int]:
-    """Seeds of the ``n`` samples of a request: derived from the request seed and the sample index."""
-    out = []
-    for j in range(n):
-        digest = hashlib.sha256(f"{seed}\x1f{j}".encode()).digest()
-        out.append(int.from_bytes(digest[:8], "little") & (2**62 - 1))
-    return out
 
 
 class TransformersBackend(GenerationBackend):
@@ -112,7 +102,7 @@ class TransformersBackend(GenerationBackend):
                 continue
             results[position] = Generation()
             pending[position] = request.n
-            rows += [(position, seed, ids) for seed in sample_seeds(request.seed, request.n)]
+            rows += [(position, seed, ids) for seed in (row_seed(request.seed, j) for j in range(request.n))]
         for position in [p for p in results if p not in pending]:
             yield position, results.pop(position)
 
@@ -138,23 +128,14 @@ class TransformersBackend(GenerationBackend):
 
     @torch.no_grad()
     def _generate_rows(self, prompts: list[list[int]], seeds: list[int]) -> tuple[list[str], list[int]]:
-        from o1_embedder.model.encoding import RowSampler, left_pad
+        from o1_embedder.generation import GenerationSettings, decode
 
-        ids, mask = left_pad(prompts, self.pad_id, self.lm.device)
-        processors = LogitsProcessorList()
-        if not self.sampling.greedy:
-            processors.append(RowSampler(seeds, self.sampling.temperature, self.sampling.top_p, self.lm.device))
-        out = self.lm.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=self.sampling.max_new_tokens, do_sample=False,
-            temperature=None, top_p=None, top_k=None, logits_processor=processors, pad_token_id=self.pad_id,
-            eos_token_id=self.eos_ids,
-        )
-        generated = out[:, ids.shape[1]:].tolist()
-        texts, tokens = [], []
-        for row in generated:
-            end = next((i for i, t in enumerate(row) if t in self.eos_ids), None)
-            tokens.append(len(row) if end is None else end + 1)
-            texts.append(self.tokenizer.decode(row[:end], skip_special_tokens=True))
+        settings = GenerationSettings(max_new_tokens=self.sampling.max_new_tokens, do_sample=not self.sampling.greedy,
+                                      temperature=self.sampling.temperature or 1.0, top_p=self.sampling.top_p)
+        out = decode(self.lm, prompts, settings=settings, pad_id=self.pad_id, eos_ids=self.eos_ids,
+                     row_seeds=seeds if settings.do_sample else None)
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in out.token_ids]
+        tokens = [len(ids) + int(done) for ids, done in zip(out.token_ids, out.finished)]
         return texts, tokens
 
 

@@ -1,0 +1,75 @@
+"""How thoughts are generated: one settings class and one seed derivation for the whole library."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["GenerationSettings", "row_seed"]
+
+
+def _check_type(name: str, value: Any, kind: type | tuple[type, ...], optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise TypeError(f"generation setting {name!r} must be {getattr(kind, '__name__', kind)}, got bool {value!r}")
+    if not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise TypeError(f"generation setting {name!r} must be {expected}, got {type(value).__name__} {value!r}")
+
+
+@dataclass
+class GenerationSettings:
+    """How thoughts are generated.
+
+    ``do_sample=False`` is greedy decoding (``temperature`` and ``top_p`` are then unused); with sampling,
+    every (query, sample index) row draws from its own generator seeded by :func:`row_seed` from ``seed``
+    (``None``: a fresh random seed per row, not reproducible).
+    """
+
+    max_new_tokens: int = 128
+    do_sample: bool = True
+    temperature: float = 0.1
+    top_p: float = 0.9
+    seed: int | None = 42
+
+    def __post_init__(self) -> None:
+        _check_type("max_new_tokens", self.max_new_tokens, int)
+        _check_type("do_sample", self.do_sample, bool)
+        _check_type("temperature", self.temperature, (int, float))
+        _check_type("top_p", self.top_p, (int, float))
+        _check_type("seed", self.seed, int, optional=True)
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.do_sample and not (self.temperature > 0):
+            raise ValueError(f"temperature must be > 0 when do_sample=True, got {self.temperature}")
+        if not (0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationSettings:
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown generation setting(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+        return cls(**data)
+
+    def replace(self, **changes) -> GenerationSettings:
+        return GenerationSettings.from_dict({**asdict(self), **changes})
+
+    def cache_key(self) -> str:
+        sampling = f"sample:t={self.temperature!r},p={self.top_p!r},seed={self.seed!r}" if self.do_sample else "greedy"
+        return f"{sampling};max_new={self.max_new_tokens}"
+
+
+def row_seed(seed: int | None, *parts: str) -> int:
+    """The seed of one row: derived from a base seed and the row's identity (query text, sample index, ...).
+
+    ``None`` gives a fresh random seed.
+    """
+    if seed is None:
+        import secrets
+
+        return secrets.randbits(62)
+    digest = hashlib.sha256("\x1f".join((str(seed), *map(str, parts))).encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "little") & (2**62 - 1)

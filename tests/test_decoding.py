@@ -1,0 +1,107 @@
+"""The decoding loop against transformers' ``generate``: same thoughts for the same seeds, whatever the batch."""
+
+import pytest
+import torch
+from conftest import QUERIES, SAMPLING
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+from o1_embedder import build_model
+from o1_embedder.generation import GenerationSettings, decode
+from o1_embedder.generation.decoding import left_pad
+from o1_embedder.model.encoding import embed_sequences
+
+
+class PerRowSampler(LogitsProcessor):
+    """Reference: each row samples from its own seeded generator (temperature, then top-p)."""
+
+    def __init__(self, seeds, temperature, top_p):
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature, self.top_p = TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)
+
+    def __call__(self, input_ids, scores):
+        probs = torch.softmax(self.top_p(input_ids, self.temperature(input_ids, scores.float())), dim=-1)
+        choice = torch.cat([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(choice)), choice] = 0.0
+        return out
+
+
+def reference(lm, prompts, settings, pad_id, eos_id, suppress, seeds):
+    """Thoughts from ``lm.generate`` over the whole left-padded batch (no shared prefill, no row dropping)."""
+    ids, mask = left_pad(prompts, pad_id, "cpu")
+    processors = LogitsProcessorList([PerRowSampler(seeds, settings.temperature, settings.top_p)]
+                                     if settings.do_sample else [])
+    out = lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=settings.max_new_tokens, do_sample=False,
+                      temperature=None, top_p=None, top_k=None, pad_token_id=pad_id, eos_token_id=eos_id,
+                      suppress_tokens=suppress, logits_processor=processors)
+    thoughts, finished = [], []
+    for row in out[:, ids.shape[1]:].tolist():
+        thoughts.append(row[:row.index(eos_id)] if eos_id in row else row)
+        finished.append(eos_id in row)
+    return thoughts, finished
+
+
+@pytest.mark.parametrize("backbone", ["tiny_backbone", "tiny_qwen_backbone"])
+@pytest.mark.parametrize("sampling", [True, False])
+def test_decode_equals_generate_and_reencoding(backbone, sampling, request):
+    module = build_model(str(request.getfixturevalue(backbone)), max_query_tokens=16)[0]
+    settings = GenerationSettings(**{**SAMPLING, "do_sample": sampling})
+    prompts = module.builder.query_prompts(QUERIES) * 3  # repeated prompts share a prefill
+    seeds = list(range(len(prompts)))
+    ids = dict(pad_id=module.tokenizer.pad_token_id, suppress_ids=module.special_token_ids)
+    out = decode(module.model, prompts, settings=settings, eos_ids=[module.builder.eos_id], row_seeds=seeds,
+                 emb_id=module.builder.emb_id, **ids)
+    expected, finished = reference(module.model, prompts, settings, ids["pad_id"], module.builder.eos_id,
+                         module.special_token_ids, seeds)
+    assert out.token_ids == expected
+    lengths = [len(t) for t in out.token_ids]
+    if sampling:
+        assert len(set(lengths)) >= 2 and max(lengths) == settings.max_new_tokens
+    assert out.finished == finished
+    assert out.generated_tokens == sum(n + f for n, f in zip(lengths, finished))
+    full = [module.builder.close_thought(p, t) for p, t in zip(prompts, out.token_ids)]
+    assert torch.allclose(out.embeddings, embed_sequences(module.model, full, ids["pad_id"]), atol=1e-4)
+    # Without an embedding the same thoughts, and each row independent of its batch.
+    plain = decode(module.model, prompts, settings=settings, eos_ids=[module.builder.eos_id], row_seeds=seeds, **ids)
+    assert plain.token_ids == out.token_ids and plain.embeddings is None
+    alone = decode(module.model, prompts[5:6], settings=settings, eos_ids=[module.builder.eos_id],
+                   row_seeds=seeds[5:6], **ids)
+    assert alone.token_ids == out.token_ids[5:6]
+
+
+def test_finished_rows_leave_the_batch(tiny_backbone):
+    """Rows that end early stop costing decoding work: fewer token-rows are fed than batch x steps."""
+    module = build_model(str(tiny_backbone), max_query_tokens=16)[0]
+    settings = GenerationSettings(**SAMPLING)
+    prompts = module.builder.query_prompts(QUERIES) * 4
+    fed = []
+    handle = module.model.get_decoder().register_forward_hook(
+        lambda mod, args, kwargs, out: fed.append(kwargs["input_ids"].shape), with_kwargs=True)
+    try:
+        out = decode(module.model, prompts, settings=settings, pad_id=module.tokenizer.pad_token_id,
+                     eos_ids=[module.builder.eos_id], row_seeds=list(range(len(prompts))), emb_id=module.builder.emb_id)
+    finally:
+        handle.remove()
+    assert fed[0] == (len(QUERIES), max(len(p) for p in prompts[:len(QUERIES)]))  # one prefill per distinct prompt
+    steps = fed[1:]
+    assert len(steps) == out.steps and all(shape[1] == 1 for shape in steps)
+    assert sum(shape[0] for shape in steps) < len(prompts) * len(steps)  # rows dropped as they end
+
+
+def test_decode_checks_its_input(tiny_backbone):
+    module = build_model(str(tiny_backbone))[0]
+    with pytest.raises(ValueError, match="one seed per row"):
+        decode(module.model, [[1, 2]], settings=GenerationSettings(), pad_id=0, eos_ids=[2])
+    with pytest.raises(ValueError, match="at least one token"):
+        decode(module.model, [[]], settings=GenerationSettings(do_sample=False), pad_id=0, eos_ids=[2])
+    assert decode(module.model, [], settings=GenerationSettings(), pad_id=0, eos_ids=[2]).token_ids == []
+
+
+@pytest.mark.parametrize("bad, message", [({"do_sample": "no"}, "do_sample"), ({"max_new_tokens": 2.5}, "max_new_tokens"),
+                                          ({"max_new_tokens": "3"}, "max_new_tokens"), ({"seed": 1.0}, "seed"),
+                                          ({"temperature": True}, "temperature")])
+def test_settings_types_are_checked(bad, message):
+    with pytest.raises(TypeError, match=message):
+        GenerationSettings(**bad)
+    with pytest.raises(ValueError, match="unknown generation setting"):
+        GenerationSettings.from_dict({"max_tokens": 3})
