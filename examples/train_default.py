@@ -63,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("data")
     g.add_argument("--seed", type=int, default=0, help="split, query choice, synthesis and training seed")
     g.add_argument("--query-source", choices=QUERY_SOURCES, default="mix")
-    g.add_argument("--records", type=int, default=3000, help="training records (one query per passage)")
+    g.add_argument("--records", type=int, default=2600, help="training records (one query per passage)")
     g.add_argument("--dev-passages", type=int, default=1000, help="held-out passages of the dev collection")
     g.add_argument("--dev-queries", type=int, default=300, help="dev queries (half descriptions, half sentences)")
     g.add_argument("--negatives", type=int, default=7, help="hard negatives mined per record")
@@ -75,8 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--few-shot", type=int, default=1)
     g.add_argument("--synth-batch-size", type=int, default=48)
     g = p.add_argument_group("training")
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--mini-batch-size", type=int, default=8, help="GradCache mini-batch (memory)")
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--mini-batch-size", type=int, default=0,
+                   help="GradCache mini-batch for large batches on small memory (0: the plain loss)")
     g.add_argument("--train-negatives", type=int, default=1, help="hard negatives per query in a batch")
     g.add_argument("--passage-tokens", type=int, default=128, help="passage truncation in training")
     g.add_argument("--learning-rate", type=float, default=2e-4)
@@ -367,7 +368,7 @@ def stage_train(out: Path, args) -> None:
         data=str(training_file(out, args)), output=str(out / "model"), model=str(base_model_dir(out, args)),
         adapter_output=str(out / "adapter"), lora=True, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
         lora_dropout=0.05, epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
-        cached_mini_batch_size=args.mini_batch_size, num_negatives=args.train_negatives,
+        cached_mini_batch_size=args.mini_batch_size or None, num_negatives=args.train_negatives,
         temperature=args.temperature, generation_weight=args.generation_weight,
         contrastive_weight=1.0 - args.generation_weight, distillation_weight=args.distillation_weight,
         thought_dropout=args.thought_dropout, max_passage_tokens=args.passage_tokens,
