@@ -27,7 +27,12 @@ def _cmd_init(args) -> int:
 def _cmd_convert(args) -> int:
     from o1_embedder.model.loading import convert_checkpoint
 
-    path = convert_checkpoint(args.source, args.target, allow_missing_tokens=args.allow_missing_tokens)
+    generation = {"max_new_tokens": args.max_new_tokens, "do_sample": not args.greedy,
+                  "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed}
+    path = convert_checkpoint(args.source, args.target, allow_missing_tokens=args.allow_missing_tokens,
+                              dtype=args.dtype, max_query_tokens=args.max_query_tokens,
+                              max_document_tokens=args.max_document_tokens, num_thoughts=args.num_thoughts,
+                              generation=generation)
     print(f"wrote {path}")
     return 0
 
@@ -317,6 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="output model folder")
     p.add_argument("--allow-missing-tokens", action="store_true",
                    help="add missing special tokens (untrained) instead of refusing")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="precision of the saved weights, used again at load (the reference runs float16 on GPUs)")
+    p.add_argument("--max-query-tokens", type=_positive,
+                   help="query truncation (default: as the reference, a prompt of up to 256 tokens)")
+    p.add_argument("--max-document-tokens", type=_positive, default=512, help="document truncation")
+    p.add_argument("--num-thoughts", type=_positive, default=3, help="thoughts per query K (embeddings averaged)")
+    p.add_argument("--max-new-tokens", type=_positive, default=128, help="thought length limit")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding (one thought) instead of sampling")
+    p.add_argument("--temperature", type=float, default=0.1, help="sampling temperature")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling threshold")
+    p.add_argument("--seed", type=int, default=42, help="sampling seed")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("think", help="print the thoughts a model writes for queries (JSON lines)")

@@ -18,7 +18,10 @@ def test_special_tokens_added_once_with_mean_rows(tiny_backbone):
     tokenizer = AutoTokenizer.from_pretrained(tiny_backbone)
     old_in = lm.get_input_embeddings().weight.detach().clone()
     old_out = lm.get_output_embeddings().weight.detach().clone()
+    size = len(tokenizer)
     module = O1Embedder.from_model(lm, tokenizer)
+    assert len(tokenizer) == size and tokenizer.pad_token is None  # the caller's tokenizer is left as it was
+    tokenizer = module.tokenizer
     ids = tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
     assert len(set(ids)) == 4 and min(ids) >= old_in.shape[0]
     new_in = module.model.get_input_embeddings().weight
@@ -26,8 +29,8 @@ def test_special_tokens_added_once_with_mean_rows(tiny_backbone):
     assert torch.allclose(new_in[ids], old_in.mean(0).expand(4, -1), atol=1e-6)
     assert torch.allclose(new_out[ids], old_out.mean(0).expand(4, -1), atol=1e-6)  # untied head too
     size = len(tokenizer)
-    O1Embedder.from_model(module.model, tokenizer)  # again: nothing added, rows untouched
-    assert len(tokenizer) == size
+    again = O1Embedder.from_model(module.model, tokenizer)  # again: nothing added, rows untouched
+    assert len(again.tokenizer) == size
     assert torch.equal(module.model.get_input_embeddings().weight[ids], new_in[ids])
 
 
@@ -48,7 +51,7 @@ def test_long_inputs_truncate_text_not_format(tiny_model):
     long = "the pressure distribution over a heated wing " * 200
     prompt = builder.query_prompts([long])[0]
     assert len(prompt) == 1 + 1 + builder.max_query_tokens + 2
-    assert prompt[-2:] == builder.query_suffix
+    assert builder.tokenizer.convert_ids_to_tokens(prompt[-2:]) == ["</query>", "<thought>"]
     doc = builder.documents([long])[0]
     assert len(doc) == 1 + builder.max_document_tokens + 1 and doc[-1] == builder.emb_id
     emb = tiny_model.encode_document([long], convert_to_tensor=True)

@@ -2,8 +2,10 @@
 
 Every sequence is assembled from token-id pieces rather than from one formatted string, so that
 
-* the user text (query or document) is truncated on its own and the format's closing tokens
-  (``</query>``, ``<thought>``, ``<emb>``) are never cut off;
+* the user text (query or document) is tokenised in context (as part of the whole prompt string, so
+  SentencePiece prefixes and merges at the template's edges are those training and the reference code
+  see), truncated on its own, and the format's closing tokens (``</query>``, ``<thought>``, ``<emb>``)
+  are never cut off;
 * the tokenizer's BOS token appears at most once (no double BOS on Llama-style tokenizers);
 * training and inference build exactly the same ids for the same text.
 
@@ -70,10 +72,8 @@ class SequenceBuilder:
         if self.eos_id is None:
             raise ValueError("The tokenizer has no eos_token: a thought needs an end-of-sequence token")
         self.bos = self._bos_ids()
-        q_pre, q_post = prompt_format.query_template.split("{query}")
-        d_pre, d_post = prompt_format.document_template.split("{document}")
-        self.query_prefix, self.query_suffix = self._encode(q_pre), self._encode(q_post)
-        self.doc_prefix, self.doc_suffix = self._encode(d_pre), self._encode(d_post)
+        self._q_pre, self._q_post = prompt_format.query_template.split("{query}")
+        self._d_pre, self._d_post = prompt_format.document_template.split("{document}")
 
     def _single_id(self, token: str) -> int:
         token_id = self.tokenizer.convert_tokens_to_ids(token)
@@ -94,16 +94,45 @@ class SequenceBuilder:
             return []
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _encode_many(self, texts: list[str], limit: int) -> list[list[int]]:
+    def _spans(self, prefix: str, suffix: str, texts: list[str], limit: int) -> list[tuple[list[int], int, int]]:
+        """For each text: the ids of ``prefix + text + suffix`` tokenised as one string (the form training and
+        the reference implementation see) and the ``[begin, end)`` range of the text's tokens, the text cut to
+        its first ``limit`` tokens; never a format token cut.
+
+        The text's tokens are those whose character span overlaps the text. A longer text is cut at the end of
+        its ``limit``-th token and the whole string tokenised again (repeated in the rare case that the
+        shorter text tokenises into more pieces). Tokenizers without offsets (slow ones) tokenise the pieces
+        separately.
+        """
         if not texts:
             return []
-        encoded = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
-        return [list(ids) for ids in encoded]
+        if not getattr(self.tokenizer, "is_fast", False):
+            pre, post = self._encode(prefix), self._encode(suffix)
+            encoded = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
+            return [(pre + list(ids) + post, len(pre), len(pre) + len(ids)) for ids in encoded]
+        out = []
+        for text in texts:
+            while True:
+                enc = self.tokenizer(prefix + text + suffix, add_special_tokens=False, return_offsets_mapping=True)
+                start, end = len(prefix), len(prefix) + len(text)
+                offsets = enc["offset_mapping"]
+                inside = [i for i, (a, b) in enumerate(offsets) if (a < end and b > start) or (a == b and start <= a < end)]
+                if len(inside) <= limit:
+                    begin = inside[0] if inside else next((i for i, (a, _) in enumerate(offsets) if a >= end),
+                                                          len(offsets))
+                    out.append((list(enc["input_ids"]), begin, begin + len(inside)))
+                    break
+                cut = offsets[inside[limit - 1]][1] - start
+                text = text[:max(cut, 1)] if cut < len(text) else text[:-1]
+        return out
 
     def query_prompts(self, queries: list[str]) -> list[list[int]]:
-        """Ids that generation continues from: ``[bos] prefix + q + suffix``."""
-        return [self.bos + self.query_prefix + ids + self.query_suffix
-                for ids in self._encode_many(queries, self.max_query_tokens)]
+        """Ids that generation continues from: ``[bos] prefix + q + suffix``, tokenised in context."""
+        return [self.bos + ids for ids, _, _ in self._spans(self._q_pre, self._q_post, queries, self.max_query_tokens)]
+
+    def thought_ids(self, thoughts: list[str], limit: int) -> list[list[int]]:
+        """Token ids of thoughts as they read after the query prompt (tokenised in context), at most ``limit``."""
+        return [ids[begin:end] for ids, begin, end in self._spans(self._q_post, "", thoughts, limit)]
 
     def query_without_thought(self, queries: list[str]) -> list[list[int]]:
         return [ids + [self.emb_id] for ids in self.query_prompts(queries)]
@@ -113,8 +142,9 @@ class SequenceBuilder:
         return list(prompt_ids) + list(thought_ids) + [self.eos_id, self.emb_id]
 
     def documents(self, documents: list[str]) -> list[list[int]]:
-        return [self.bos + self.doc_prefix + ids + self.doc_suffix + [self.emb_id]
-                for ids in self._encode_many(documents, self.max_document_tokens)]
+        """``[bos] doc_prefix + d + doc_suffix + <emb>``, tokenised in context."""
+        return [self.bos + ids + [self.emb_id]
+                for ids, _, _ in self._spans(self._d_pre, self._d_post, documents, self.max_document_tokens)]
 
 
 def validate_texts(texts, what: str) -> list[str]:

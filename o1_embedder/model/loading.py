@@ -103,21 +103,45 @@ def materialize_default(path: str | os.PathLike = DEFAULT_MODEL_NAME, **settings
     return save_model(default_model(**settings), path)
 
 
+#: The reference implementation keeps a query prompt (format tokens included) up to this many tokens.
+REFERENCE_PROMPT_TOKENS = 256
+
+
 def convert_checkpoint(source: str, target: str | os.PathLike, *, allow_missing_tokens: bool = False,
-                       **settings) -> Path:
+                       dtype: str = "float32", max_query_tokens: int | None = None, **settings) -> Path:
     """Turn a released O1 Embedder checkpoint (a merged causal LM whose tokenizer has ``<query>``, ``</query>``,
     ``<thought>`` and ``<emb>``) into an o1-embedder model folder with the reference sequence layout.
 
     The trained rows of the special tokens are kept. A checkpoint without them is refused unless
-    ``allow_missing_tokens`` (then they are added with mean-initialised rows: an untrained embedder).
+    ``allow_missing_tokens`` (then they are added with mean-initialised rows: an untrained embedder); so is
+    one whose embedding matrix has no row for a special token. ``max_query_tokens`` defaults to what the
+    reference keeps (a prompt of up to 256 tokens, format tokens included); ``dtype`` is the precision the
+    weights are loaded, saved and later loaded again in (``float32``, ``float16``, ``bfloat16``); the other
+    ``settings`` are those of :class:`O1Embedder` (``num_thoughts``, ``generation``, ``max_document_tokens`` ...).
     """
+    import torch
     from transformers import AutoTokenizer
 
-    from o1_embedder.model.formats import SPECIAL_TOKENS
+    from o1_embedder.model.formats import SPECIAL_TOKENS, SequenceBuilder
 
-    vocab = AutoTokenizer.from_pretrained(source).get_vocab()
+    if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+        raise ValueError(f"dtype must name a torch dtype (float32, float16, bfloat16), got {dtype!r}")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    vocab = tokenizer.get_vocab()
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing and not allow_missing_tokens:
         raise ValueError(f"{source}: tokenizer lacks the special token(s) {missing}; not an O1 Embedder checkpoint "
                          "(pass allow_missing_tokens=True / --allow-missing-tokens to add them untrained)")
-    return save_model(build_model(source, **settings), target)
+    model_kwargs = {**settings.pop("model_kwargs", {}), "dtype": getattr(torch, str(dtype))}
+    model = build_model(source, model_kwargs=model_kwargs, **settings)
+    module = model[0]
+    rows = module.model.get_input_embeddings().weight.shape[0]
+    uncovered = [t for t, i in zip(SPECIAL_TOKENS, module.tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)) if i >= rows]
+    if uncovered:
+        raise ValueError(f"{source}: the embedding matrix has {rows} rows, but the special token(s) {uncovered} have "
+                         f"ids beyond it; the checkpoint's weights and tokenizer do not belong together")
+    if max_query_tokens is None:
+        probe = SequenceBuilder(module.tokenizer, module._format, 1, 1).query_prompts([""])[0]
+        max_query_tokens = REFERENCE_PROMPT_TOKENS - len(probe)
+    module.configure_lengths(max_query_tokens=max_query_tokens)
+    return save_model(model, target)

@@ -8,6 +8,7 @@ final-layer ``<emb>`` state, L2-normalised; several thoughts are averaged and re
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -50,8 +51,10 @@ class O1Embedder(InputModule):
     """
 
     config_file_name = CONFIG_FILE
+    # Settings saved with the model. Where thoughts are cached is a property of the machine, not of the model:
+    # ``use_thought_cache`` / ``thought_cache`` are runtime arguments, never saved.
     config_keys = ["prompt_format", "max_query_tokens", "max_document_tokens", "num_thoughts", "generation",
-                   "think", "use_thought_cache"]
+                   "think", "dtype"]
     forward_kwargs = {"task", "think"}
     save_in_root = True
 
@@ -60,16 +63,24 @@ class O1Embedder(InputModule):
                  generation: GenerationSettings | dict | None = None, think: bool = True,
                  use_thought_cache: bool = True, thought_cache: ThoughtCache | None = None):
         super().__init__()
-        if num_thoughts < 1:
-            raise ValueError(f"num_thoughts must be >= 1, got {num_thoughts}")
+        _check_setting("num_thoughts", num_thoughts, int, minimum=1)
+        _check_setting("max_query_tokens", max_query_tokens, int, minimum=1)
+        _check_setting("max_document_tokens", max_document_tokens, int, minimum=1)
+        _check_setting("think", think, bool)
+        _check_setting("use_thought_cache", use_thought_cache, bool)
         self.model = model
+        if tokenizer.pad_token_id is None:  # pad with eos, on a copy: the caller's tokenizer is left as it was
+            tokenizer = copy.deepcopy(tokenizer)
+            ensure_pad_token(tokenizer)
         self.tokenizer = tokenizer
-        ensure_pad_token(tokenizer)
-        tokenizer.padding_side = "left"
+        if not isinstance(prompt_format, (PromptFormat, dict, type(None))):
+            raise TypeError(f"setting 'prompt_format' must be a PromptFormat or dict, got {type(prompt_format).__name__}")
         self._format = prompt_format if isinstance(prompt_format, PromptFormat) else \
             PromptFormat.from_dict(prompt_format or {})
+        if not isinstance(generation, (GenerationSettings, dict, type(None))):
+            raise TypeError(f"setting 'generation' must be a GenerationSettings or dict, got {type(generation).__name__}")
         self._generation = generation if isinstance(generation, GenerationSettings) else \
-            GenerationSettings(**(generation or {}))
+            GenerationSettings.from_dict(generation or {})
         self.max_query_tokens = max_query_tokens
         self.max_document_tokens = max_document_tokens
         self.num_thoughts = num_thoughts
@@ -100,14 +111,19 @@ class O1Embedder(InputModule):
     def configure(self, *, num_thoughts: int | None = None, think: bool | None = None, **generation) -> O1Embedder:
         """Change thinking settings in place (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``seed``)."""
         if num_thoughts is not None:
-            if num_thoughts < 1:
-                raise ValueError(f"num_thoughts must be >= 1, got {num_thoughts}")
+            _check_setting("num_thoughts", num_thoughts, int, minimum=1)
             self.num_thoughts = num_thoughts
         if think is not None:
+            _check_setting("think", think, bool)
             self.think = think
         if generation:
-            self._generation = GenerationSettings(**{**asdict(self._generation), **generation})
+            self._generation = self._generation.replace(**generation)
         return self
+
+    @property
+    def dtype(self) -> str:
+        """The backbone's floating-point type (``float32``, ``bfloat16`` ...): saved, and used again at load."""
+        return str(next(self.model.parameters()).dtype).replace("torch.", "")
 
     @property
     def thought_cache(self) -> ThoughtCache | None:
@@ -128,8 +144,21 @@ class O1Embedder(InputModule):
 
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
+        """Sentence-Transformers' truncation length sets the *document* limit; queries keep ``max_query_tokens``
+        (their limit is part of the thought cache key; change it with ``configure_lengths``)."""
+        _check_setting("max_seq_length", value, int, minimum=1)
         self.max_document_tokens = value
         self.builder.max_document_tokens = value
+
+    def configure_lengths(self, *, max_query_tokens: int | None = None, max_document_tokens: int | None = None
+                          ) -> O1Embedder:
+        """Change the truncation of query and/or document text (format tokens are never truncated)."""
+        if max_query_tokens is not None:
+            _check_setting("max_query_tokens", max_query_tokens, int, minimum=1)
+            self.max_query_tokens = self.builder.max_query_tokens = max_query_tokens
+        if max_document_tokens is not None:
+            self.max_seq_length = max_document_tokens
+        return self
 
     def get_embedding_dimension(self) -> int:
         return self.model.config.get_text_config().hidden_size
@@ -284,19 +313,32 @@ class O1Embedder(InputModule):
              **kwargs) -> O1Embedder:
         hub = {"subfolder": subfolder, "token": token, "cache_folder": cache_folder, "revision": revision,
                "local_files_only": local_files_only}
-        config = cls.load_config(model_name_or_path, **hub)
+        try:
+            config = cls.load_config(model_name_or_path, **hub)
+        except ValueError as err:  # json.JSONDecodeError included
+            raise ValueError(f"{os.path.join(model_name_or_path, CONFIG_FILE)}: not valid JSON ({err})") from err
         if not config:
             raise FileNotFoundError(f"{model_name_or_path}: no {CONFIG_FILE}; is this an o1-embedder model folder?")
         local = cls.load_dir_path(model_name_or_path, **hub)
         check_model_folder(local)
-        unknown = set(config) - set(cls.config_keys)
+        config_path = os.path.join(local, CONFIG_FILE)
+        if not isinstance(config, dict):
+            raise ValueError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
+        unknown = set(config) - set(cls.config_keys) - {"use_thought_cache"}
         if unknown:
-            raise ValueError(f"{os.path.join(local, CONFIG_FILE)}: unknown field(s) {sorted(unknown)}")
+            raise ValueError(f"{config_path}: unknown field(s) {sorted(unknown)}")
+        config.pop("use_thought_cache", None)  # written by earlier versions; a runtime setting now
+        dtype = config.pop("dtype", "float32")
+        if not isinstance(dtype, str) or not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"{config_path}: field 'dtype' must name a torch dtype such as 'float32', got {dtype!r}")
         model_kwargs = dict(model_kwargs or {})
-        model_kwargs.setdefault("dtype", torch.float32)
-        model = AutoModelForCausalLM.from_pretrained(local, **model_kwargs)
+        model_kwargs.setdefault("dtype", getattr(torch, dtype))
+        model = _load_weights(local, model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(local, **(processor_kwargs or {}))
-        return cls(model, tokenizer, **config)
+        try:
+            return cls(model, tokenizer, **config)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{config_path}: {err}") from err
 
     @classmethod
     def from_backbone(cls, model_name_or_path: str, *, model_kwargs: dict[str, Any] | None = None,
@@ -319,6 +361,7 @@ class O1Embedder(InputModule):
         """Wrap an in-memory causal LM and tokenizer, adding the format's special tokens if missing."""
         fmt = settings.get("prompt_format")
         fmt = fmt if isinstance(fmt, PromptFormat) else PromptFormat.from_dict(fmt or {})
+        tokenizer = copy.deepcopy(tokenizer)  # the caller's tokenizer is left as it was
         ensure_pad_token(tokenizer)
         add_special_tokens(model, tokenizer, fmt.special_tokens)
         if model.generation_config is not None and model.generation_config.pad_token_id is None:
@@ -328,6 +371,24 @@ class O1Embedder(InputModule):
     def __repr__(self) -> str:
         return (f"O1Embedder(backbone={type(self.model).__name__}, num_thoughts={self.num_thoughts}, "
                 f"think={self.think}, generation={self.generation})")
+
+
+def _check_setting(name: str, value, kind: type, minimum: int | None = None) -> None:
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        raise TypeError(f"setting {name!r} must be {kind.__name__}, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"setting {name!r} must be >= {minimum}, got {value}")
+
+
+def _load_weights(local: str, model_kwargs: dict):
+    """The causal LM of a model folder; a corrupt weight file is reported with its path."""
+    try:
+        return AutoModelForCausalLM.from_pretrained(local, **model_kwargs)
+    except (OSError, ValueError, RuntimeError) as err:
+        if "safetensor" in str(err).lower() or "header" in str(err).lower() or "deserializ" in str(err).lower():
+            raise ValueError(f"{os.path.join(local, 'model.safetensors')}: cannot be read ({err}); the file is "
+                             f"corrupt or truncated") from err
+        raise
 
 
 REQUIRED_FILES = ("config.json", CONFIG_FILE)

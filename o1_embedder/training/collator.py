@@ -83,8 +83,7 @@ class JointCollator:
         prompts = builder.query_prompts(queries)
         keep = [bool(row.get("thought")) and self._rng.random() >= self.thought_dropout for row in rows]
         thoughts = [row["thought"] if k else "" for row, k in zip(rows, keep)]
-        thought_ids = tokenizer(thoughts, add_special_tokens=False, truncation=True,
-                                max_length=self.max_thought_tokens)["input_ids"]
+        thought_ids = builder.thought_ids(thoughts, self.max_thought_tokens)
         sequences, targets = [], []
         for prompt, ids, k in zip(prompts, thought_ids, keep):
             if k:
