@@ -98,24 +98,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-#: arguments that may change between runs of one folder (the others are fixed by the first run)
-FREE = {"out", "stop_after", "ship", "eval_document_tokens", "eval_thought_tokens", "eval_untrained", "no_cranfield", "no_eval_think",
-        "synth_batch_size", "save_steps"}
+#: the arguments each stage's output depends on; a stage already done refuses other values for them
+STAGE_ARGS = {
+    "records": ["seed", "query_source", "records", "dev_passages", "dev_queries"],
+    "mine": ["negatives"],
+    "synth": ["candidates", "thought_tokens", "synth_temperature", "few_shot"],
+    "vote": [],
+    "train": ["thought_target", "batch_size", "mini_batch_size", "train_negatives", "passage_tokens",
+              "learning_rate", "lora_r", "lora_alpha", "epochs", "temperature", "generation_weight",
+              "thought_dropout", "distillation_weight"],
+    "eval": [],
+}
 
 
-def check_settings(out: Path, args: argparse.Namespace) -> None:
-    fixed = {k: v for k, v in sorted(vars(args).items()) if k not in FREE}
+def check_settings(out: Path, args: argparse.Namespace, stage: str) -> None:
+    """Record the settings of ``stage`` when it starts; refuse a re-run of a stage with other settings."""
+    from o1_embedder.files import atomic_write_text
+
     path = out / "recipe.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        changed = {k: (previous.get(k), v) for k, v in fixed.items() if previous.get(k) != v}
-        if changed:
-            details = "; ".join(f"--{k.replace('_', '-')}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            raise SystemExit(f"{out} was started with other settings ({details}); use a new --out")
-    else:
-        from o1_embedder.files import atomic_write_text
-
-        atomic_write_text(path, json.dumps(fixed, indent=2) + "\n")
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    # A later stage depends on the earlier ones, so their settings travel with it.
+    names = [name for s in STAGES[:STAGES.index(stage) + 1] for name in STAGE_ARGS[s]]
+    current = {name: getattr(args, name) for name in names}
+    changed = {k: (recorded[k], v) for k, v in current.items() if k in recorded and recorded[k] != v}
+    if changed:
+        details = "; ".join(f"--{k.replace('_', '-')}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise SystemExit(f"{out}: stage {stage!r} was run with other settings ({details}); use a new --out "
+                         f"(copy the earlier stages' files into it to reuse them)")
+    if any(k not in recorded for k in current):
+        atomic_write_text(path, json.dumps({**recorded, **current}, indent=2, sort_keys=True) + "\n")
 
 
 class Timings:
@@ -521,7 +532,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    check_settings(out, args)
     if args.ship:
         ship(out, args)
         return 0
@@ -531,6 +541,7 @@ def main(argv=None) -> int:
     for stage in STAGES:
         if args.thought_target != "voted" and stage in ("synth", "vote"):
             continue
+        check_settings(out, args, stage)
         if (out / DONE[stage]).exists():
             log(f"{stage}: done earlier ({out / DONE[stage]})")
         else:
