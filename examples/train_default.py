@@ -283,7 +283,7 @@ def stage_records(out: Path, args) -> None:
 
 # ----------------------------------------------------------------------------------------- stage 2
 def stage_mine(out: Path, args) -> None:
-    from o1_embedder.data.mining import mine_negatives
+    from o1_embedder.synthesis.mine import mine_negatives
     from o1_embedder.data.records import RecordFile, Stage, write_records_atomic
     from o1_embedder.evaluation.job import load_comparison_model
 
@@ -299,12 +299,13 @@ def stage_mine(out: Path, args) -> None:
 # ----------------------------------------------------------------------------------------- stage 3
 def stage_synth(out: Path, args) -> None:
     from o1_embedder.data.records import RecordFile, Stage
-    from o1_embedder.data.synthesis import ExplorationPrompt, synthesize
-    from o1_embedder.thinking.backends import SamplingConfig
-    from o1_embedder.thinking.transformers_backend import TransformersBackend
+    from o1_embedder.synthesis.explore import ExplorationPrompt, synthesize
+    from o1_embedder.generation.backends import SamplingConfig
+    from o1_embedder.generation.transformers_backend import TransformersBackend
+    from o1_embedder.model.default import default_backbone_path
 
     records = RecordFile(out / "mined.jsonl", Stage.MINED)
-    backend = TransformersBackend(None, batch_size=args.synth_batch_size,
+    backend = TransformersBackend(str(default_backbone_path()), batch_size=args.synth_batch_size,
                                   sampling=SamplingConfig(max_new_tokens=args.thought_tokens,
                                                           temperature=args.synth_temperature, top_p=0.9))
     prompt = ExplorationPrompt(num_examples=args.few_shot, max_example_chars=300)
@@ -318,7 +319,7 @@ def stage_synth(out: Path, args) -> None:
 
 # ----------------------------------------------------------------------------------------- stage 4
 def stage_vote(out: Path, args) -> None:
-    from o1_embedder.data.committee import DenseMember, load_committee, vote
+    from o1_embedder.synthesis.vote import DenseMember, load_committee, vote
     from o1_embedder.data.records import RecordFile, Stage, write_records_atomic
 
     members = load_committee(["all-MiniLM-L6-v2", "bm25"])

@@ -20,7 +20,7 @@ _EXPORTS = {
     "materialize_default": "o1_embedder.model.loading",
     "save_model": "o1_embedder.model.loading",
     "wrap": "o1_embedder.model.loading",
-    "ThoughtCache": "o1_embedder.thinking.cache",
+    "ThoughtCache": "o1_embedder.generation.cache",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -120,7 +120,7 @@ def _corpus_texts(path: str) -> list[str]:
 
 def _cmd_mine(args) -> int:
     from o1_embedder.data.beir import document_text
-    from o1_embedder.data.mining import mine_negatives
+    from o1_embedder.synthesis.mine import mine_negatives
     from o1_embedder.data.records import JsonlWriter, Stage, failures_path, resolve_source, write_records_atomic
     from o1_embedder.evaluation.job import load_comparison_model
 
@@ -150,16 +150,21 @@ def _cmd_mine(args) -> int:
 
 
 def _sampling(args):
-    from o1_embedder.thinking.backends import SamplingConfig
+    from o1_embedder.generation.backends import SamplingConfig
 
     return SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
 
 
 def _backend(args):
-    from o1_embedder.thinking.backends import make_backend
+    from o1_embedder.generation.backends import make_backend
 
     sampling = _sampling(args)
+    model = args.model
     if args.backend == "transformers":
+        if model is None:
+            from o1_embedder.model.default import default_backbone_path
+
+            model = str(default_backbone_path())
         options = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
                    "use_chat_template": False if args.no_chat_template else None}
     elif args.backend == "openai":
@@ -171,14 +176,14 @@ def _backend(args):
         options = {"use_chat": not args.no_chat_template}
         if args.dtype:
             options["dtype"] = args.dtype
-    return make_backend(args.backend, model=args.model, sampling=sampling, **options)
+    return make_backend(args.backend, model=model, sampling=sampling, **options)
 
 
 def _cmd_synth(args) -> int:
     from pathlib import Path
 
     from o1_embedder.data.records import Stage, resolve_source
-    from o1_embedder.data.synthesis import DEFAULT_INSTRUCTION, ExplorationPrompt, FewShotPool, synthesize
+    from o1_embedder.synthesis.explore import DEFAULT_INSTRUCTION, ExplorationPrompt, FewShotPool, synthesize
 
     instruction = DEFAULT_INSTRUCTION
     if args.instruction_file:
@@ -212,7 +217,7 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_vote(args) -> int:
-    from o1_embedder.data.committee import load_committee, vote
+    from o1_embedder.synthesis.vote import load_committee, vote
     from o1_embedder.data.records import RecordFile, Stage
 
     records = RecordFile(args.source, Stage.CANDIDATES)
@@ -235,7 +240,7 @@ def _source_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_synthesis_commands(sub) -> None:
-    from o1_embedder.data.committee import DEFAULT_COMMITTEE
+    from o1_embedder.synthesis.vote import DEFAULT_COMMITTEE
 
     p = sub.add_parser("mine", help="add hard negatives (sentence-transformers mine_hard_negatives) to records "
                                     "from a BEIR folder or JSON lines")

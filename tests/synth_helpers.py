@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from o1_embedder.thinking.backends import Generation, GenerationBackend
+from o1_embedder.generation.backends import Generation, GenerationBackend
 
 QUERY_LINE = re.compile(r"Query: (.*)")
 

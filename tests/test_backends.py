@@ -10,10 +10,10 @@ import pytest
 from synth_helpers import one_thread  # noqa: F401  (fixture)
 from transformers import AutoTokenizer
 
-from o1_embedder.data.synthesis import ExplorationPrompt, FewShotExample
-from o1_embedder.thinking.backends import (Generation, GenerationBackend, GenerationRequest, SamplingConfig,
+from o1_embedder.synthesis.explore import ExplorationPrompt, FewShotExample
+from o1_embedder.generation.backends import (Generation, GenerationBackend, GenerationRequest, SamplingConfig,
                                            make_backend, render_plain)
-from o1_embedder.thinking.transformers_backend import TransformersBackend
+from o1_embedder.generation.transformers_backend import TransformersBackend
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,7 @@ import torch
 from conftest import QUERIES
 
 from o1_embedder import ThoughtCache
-from o1_embedder.thinking.cache import CachedThought
+from o1_embedder.generation.cache import CachedThought
 
 
 def test_repeated_encode_query_generates_nothing(tiny_model, tmp_path):

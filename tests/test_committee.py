@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from synth_helpers import one_thread  # noqa: F401  (fixture)
 
-from o1_embedder.data.committee import (BM25Member, CommitteeMember, DenseMember, MemberJudgement, augment, decide,
+from o1_embedder.synthesis.vote import (BM25Member, CommitteeMember, DenseMember, MemberJudgement, augment, decide,
                                         judge_scores, load_committee, vote)
 from o1_embedder.data.records import RecordFile, Stage
 

@@ -9,9 +9,9 @@ import pytest
 from synth_helpers import FakeOpenAIServer, query_of, records
 
 from o1_embedder.data.records import RecordFile, Stage
-from o1_embedder.data.synthesis import ExplorationPrompt, synthesize
-from o1_embedder.thinking.backends import GenerationRequest, SamplingConfig
-from o1_embedder.thinking.openai_backend import OpenAIBackend, normalize_base_url
+from o1_embedder.synthesis.explore import ExplorationPrompt, synthesize
+from o1_embedder.generation.backends import GenerationRequest, SamplingConfig
+from o1_embedder.generation.openai_backend import OpenAIBackend, normalize_base_url
 
 
 def request(query: str, n: int = 1, seed: int = 0) -> GenerationRequest:

@@ -14,7 +14,7 @@ import pytest
 from synth_helpers import FakeBackend, records
 
 from o1_embedder.data.records import RecordFile, Stage
-from o1_embedder.data.synthesis import ExplorationPrompt, FewShotPool, derive_seed, synthesize
+from o1_embedder.synthesis.explore import ExplorationPrompt, FewShotPool, derive_seed, synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,7 +169,7 @@ SLOW_RUN = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     from synth_helpers import FakeBackend, records
-    from o1_embedder.data.synthesis import synthesize
+    from o1_embedder.synthesis.explore import synthesize
 
     class Slow(FakeBackend):
         def _answer(self, request):

@@ -1,8 +1,4 @@
-"""Data: BEIR-format loading (and the shipped Cranfield copy), training records, thought synthesis
-(exploration), the committee vote (refinement) and hard-negative mining.
-
-The synthesis modules are imported on first use, so ``import o1_embedder.data`` stays light.
-"""
+"""Validated file input and output: BEIR folders (and the shipped Cranfield copy) and record JSON lines."""
 
 from __future__ import annotations
 
@@ -21,9 +17,6 @@ from .beir import (
 _LAZY = {
     "JsonlWriter": "records", "RecordFile": "records", "RecordFormatError": "records", "Stage": "records",
     "records_from_beir": "records", "validate_record": "records",
-    "ExplorationPrompt": "synthesis", "FewShotPool": "synthesis", "synthesize": "synthesis",
-    "BM25Member": "committee", "DenseMember": "committee", "load_committee": "committee", "vote": "committee",
-    "mine_negatives": "mining",
 }
 
 __all__ = [

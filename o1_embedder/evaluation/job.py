@@ -13,7 +13,7 @@ from typing import Any
 
 from o1_embedder.data.beir import BeirDataset, cranfield_path, load_beir
 from o1_embedder.evaluation.retrieval import evaluate_bm25, evaluate_dense, results_markdown, write_report
-from o1_embedder.thinking.cache import default_cache_dir
+from o1_embedder.generation.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
 

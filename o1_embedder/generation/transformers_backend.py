@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from o1_embedder.generation.settings import row_seed
-from o1_embedder.thinking.backends import Generation, GenerationBackend, GenerationRequest, SamplingConfig
+from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest, SamplingConfig
 
 __all__ = ["TransformersBackend"]
 
@@ -21,7 +21,7 @@ class TransformersBackend(GenerationBackend):
 
     Args:
         model: folder or hub id of a causal LM, or a loaded ``PreTrainedModel`` (then pass ``tokenizer``);
-            ``None`` is the embedded default backbone (SmolLM2-135M-Instruct, offline).
+            ``o1_embedder.model.default_backbone_path()`` is the embedded default (SmolLM2-135M-Instruct).
         tokenizer: the tokenizer, when ``model`` is a loaded model.
         sampling: :class:`SamplingConfig` (max new tokens, temperature, top-p; temperature 0 is greedy).
         batch_size: rows (samples) generated together. Rows are sorted by prompt length to limit padding.
@@ -45,9 +45,8 @@ class TransformersBackend(GenerationBackend):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if model is None:
-            from o1_embedder.model.default import default_backbone_path
-
-            model = str(default_backbone_path())
+            raise ValueError("TransformersBackend needs a model (folder, hub id or loaded model); "
+                             "o1_embedder.model.default_backbone_path() is the embedded SmolLM2-135M-Instruct")
         if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
             self.model_name = str(model)
             self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(self.model_name)

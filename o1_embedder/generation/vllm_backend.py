@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from o1_embedder.thinking.backends import Generation, GenerationBackend, GenerationRequest, SamplingConfig
+from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest, SamplingConfig
 
 __all__ = ["VLLMBackend"]
 

@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from o1_embedder.generation.settings import row_seed
 from o1_embedder.data.records import JsonlWriter, RecordFormatError, Stage, failures_path, with_ids
-from o1_embedder.thinking.backends import GenerationBackend, GenerationRequest, render_plain
+from o1_embedder.generation.backends import GenerationBackend, GenerationRequest, render_plain
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
@@ -264,7 +264,7 @@ def synthesize(records: Iterable[dict], backend: GenerationBackend, output: str 
     Args:
         records: dicts with ``query``, ``pos`` (and usually ``query_id``, ``neg``); e.g. a
             :class:`~o1_embedder.data.records.RecordFile`.
-        backend: any :class:`~o1_embedder.thinking.backends.GenerationBackend`.
+        backend: any :class:`~o1_embedder.generation.backends.GenerationBackend`.
         prompt: instruction, templates and the number of few-shot examples.
         examples: the few-shot pool; default: the first ``example_pool_size`` records.
         max_attempts: rounds per record; each round asks only for the candidates still missing.

@@ -9,13 +9,13 @@ exception and never an empty text passed off as a result.
 
 Backends:
 
-* :class:`~o1_embedder.thinking.transformers_backend.TransformersBackend` (default): a causal LM in this
+* :class:`~o1_embedder.generation.transformers_backend.TransformersBackend` (default): a causal LM in this
   process, batched with left padding, its chat template when it has one, every sample seeded on its own
   (so a text does not depend on which other requests share its batch);
-* :class:`~o1_embedder.thinking.openai_backend.OpenAIBackend`: any OpenAI-compatible server
+* :class:`~o1_embedder.generation.openai_backend.OpenAIBackend`: any OpenAI-compatible server
   (``vllm serve``, SGLang, llama.cpp server, ...), chat or completion endpoint, with a concurrency limit,
   timeouts and retries with exponential backoff;
-* :class:`~o1_embedder.thinking.vllm_backend.VLLMBackend`: vLLM in this process (optional extra
+* :class:`~o1_embedder.generation.vllm_backend.VLLMBackend`: vLLM in this process (optional extra
   ``o1-embedder[vllm]``; needs a CUDA machine).
 
 Use :func:`make_backend` to build one by name.
@@ -181,8 +181,8 @@ def make_backend(kind: str = "transformers", *, model: str | None = None, sampli
                  **options: Any) -> GenerationBackend:
     """Build a backend by name.
 
-    * ``transformers``: ``model`` is a folder or hub id of a causal LM (default: the embedded
-      SmolLM2-135M-Instruct); options ``batch_size``, ``device``, ``dtype``, ``use_chat_template``.
+    * ``transformers``: ``model`` is a folder or hub id of a causal LM (the command line passes the embedded
+      SmolLM2-135M-Instruct when none is named); options ``batch_size``, ``device``, ``dtype``, ``use_chat_template``.
     * ``openai``: options ``base_url`` (required), ``api_key``, ``endpoint`` (``chat`` | ``completion``),
       ``concurrency``, ``timeout``, ``max_retries``, ``backoff``; ``model`` defaults to the server's first model.
     * ``vllm``: ``model`` (required) and any ``vllm.LLM`` keyword arguments.

@@ -25,7 +25,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
-from o1_embedder.thinking.backends import Generation, GenerationBackend, GenerationRequest, SamplingConfig
+from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest, SamplingConfig
 
 __all__ = ["OpenAIBackend", "RequestFailed", "normalize_base_url"]
 
