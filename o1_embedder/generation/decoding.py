@@ -174,18 +174,22 @@ def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id
         next_phase[done] = 3
         if emb_id is None:  # no embedding: a row is done when its thought ends
             next_phase[next_phase >= 1] = 3
-        # d. Drop the rows that are done.
-        keep = next_phase != 3
-        if not keep.any():
+        # d. Drop the rows that are done, once there are enough of them to pay for copying the cache; until
+        #    then they ride along masked out.
+        live = next_phase != 3
+        if not live.any():
             break
-        if not keep.all():
-            kept = keep.nonzero().flatten()
+        dead = int((~live).sum())
+        if dead >= max(4, len(live) // 8):
+            kept = live.nonzero().flatten()
             cache.batch_select_indices(kept)
             active, pending, next_phase, mask = active[kept], pending[kept], next_phase[kept], mask[kept]
+            live = live[kept]
+        pending = torch.where(live, pending, torch.full_like(pending, pad_id))
         phase = next_phase
         # e. Feed one token per row.
         positions = mask.sum(dim=1, keepdim=True)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        mask = torch.cat([mask, live.long()[:, None]], dim=1)
         out = body(input_ids=pending[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache,
                    use_cache=True)
         cache = out.past_key_values
