@@ -18,7 +18,7 @@ def _positive(value: str) -> int:
 def _cmd_init(args) -> int:
     from o1_embedder.model.loading import materialize_default
 
-    path = materialize_default(args.path)
+    path = materialize_default(args.path, force=args.force)
     print(f"wrote the embedded default (SmolLM2-135M-Instruct) to {path}\n"
           f"load it with: SentenceTransformer({str(args.path)!r}, trust_remote_code=True)")
     return 0
@@ -32,7 +32,7 @@ def _cmd_convert(args) -> int:
     path = convert_checkpoint(args.source, args.target, allow_missing_tokens=args.allow_missing_tokens,
                               dtype=args.dtype, max_query_tokens=args.max_query_tokens,
                               max_document_tokens=args.max_document_tokens, num_thoughts=args.num_thoughts,
-                              generation=generation)
+                              generation=generation, force=args.force)
     print(f"wrote {path}")
     return 0
 
@@ -55,38 +55,25 @@ def _cmd_think(args) -> int:
 
 def _cmd_eval(args) -> int:
     from o1_embedder.evaluation.job import EvalSettings, run_eval
+    from o1_embedder.options import dataclass_from_args
 
-    settings = EvalSettings(
-        model=args.model, compare=args.compare, bm25=not args.no_bm25, max_queries=args.max_queries,
-        max_docs=args.max_docs, split=args.split, seed=args.seed, batch_size=args.batch_size,
-        num_thoughts=args.num_thoughts, max_new_tokens=args.max_new_tokens, greedy=True if args.greedy else None,
-        max_document_tokens=args.max_document_tokens, cache_dir=args.cache_dir,
-    )
+    settings = dataclass_from_args(EvalSettings, args)
     output = args.output or os.path.join("runs", f"eval-{os.path.basename(os.path.normpath(args.dataset))}")
     run_eval(args.dataset, output, settings)
     return 0
 
 
 def _cmd_train(args) -> int:
+    from o1_embedder.options import dataclass_from_args
     from o1_embedder.training.train import TrainConfig, train
 
-    config = TrainConfig(
-        data=args.data, output=args.output, model=args.model, backbone=args.backbone, lora=not args.no_lora,
-        lora_r=args.lora_r, lora_alpha=args.lora_alpha, epochs=args.epochs, max_steps=args.max_steps,
-        learning_rate=args.learning_rate, batch_size=args.batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, num_negatives=args.num_negatives,
-        temperature=args.temperature, contrastive_weight=args.contrastive_weight,
-        generation_weight=args.generation_weight, distillation_weight=args.distillation_weight,
-        cached_mini_batch_size=args.cached_mini_batch_size, thought_dropout=args.thought_dropout, bf16=args.bf16,
-        gradient_checkpointing=args.gradient_checkpointing, seed=args.seed, logging_steps=args.logging_steps,
-    )
-    result = train(config)
+    result = train(dataclass_from_args(TrainConfig, args))
     print(f"saved {result.path}")
     return 0
 
 
 def _cmd_mteb(args, rest) -> int:
-    from o1_embedder.evaluation.mteb_integration import main as mteb_main
+    from o1_embedder.evaluation.mteb import main as mteb_main
 
     return mteb_main(rest)
 
@@ -121,8 +108,13 @@ def _corpus_texts(path: str) -> list[str]:
 def _cmd_mine(args) -> int:
     from o1_embedder.data.beir import document_text
     from o1_embedder.synthesis.mine import mine_negatives
-    from o1_embedder.data.records import JsonlWriter, Stage, failures_path, resolve_source, write_records_atomic
+    from o1_embedder.data.records import (JsonlWriter, Stage, check_output, failures_path, resolve_source,
+                                          write_records_atomic)
     from o1_embedder.evaluation.job import load_comparison_model
+
+    check_output(args.output, [args.source])
+    if os.path.exists(args.output) and not args.overwrite:
+        raise ValueError(f"{args.output} exists; pass --overwrite to replace it")
 
     records, dataset = resolve_source(args.source, Stage.BASE, split=args.split, min_grade=args.min_grade,
                                       max_queries=args.max_queries, max_docs=args.max_docs, seed=args.seed, log=_log)
@@ -136,7 +128,7 @@ def _cmd_mine(args) -> int:
                             relative_margin=None if args.no_margin else args.relative_margin,
                             sampling_strategy=args.sampling, batch_size=args.batch_size, replace=args.replace,
                             model_name=args.model)
-    write_records_atomic(args.output, result.records)
+    write_records_atomic(args.output, result.records, inputs=[args.source])
     failures = failures_path(args.output)
     if result.failed:
         with JsonlWriter(failures, overwrite=True) as writer:
@@ -258,6 +250,7 @@ def _add_synthesis_commands(sub) -> None:
     p.add_argument("--corpus", help="more candidate passages: a BEIR folder or corpus.jsonl")
     p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--replace", action="store_true", help="mine again for records that already have negatives")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_mine)
 
     p = sub.add_parser("synth", help="exploration: N candidate thoughts per record (resumable JSON lines)")
@@ -315,11 +308,17 @@ def _add_synthesis_commands(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from o1_embedder import __version__
+    from o1_embedder.evaluation.job import EvalSettings
+    from o1_embedder.options import HelpFormatter, add_dataclass_options
+
     parser = argparse.ArgumentParser(prog="o1-embedder", description="Think-then-embed retrieval (O1 Embedder).")
+    parser.add_argument("--version", action="version", version=f"o1-embedder {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", help="write the embedded default model (SmolLM2-135M-Instruct) as a model folder")
     p.add_argument("path", nargs="?", default="o1-embedder", help="target folder (default: ./o1-embedder)")
+    p.add_argument("--force", action="store_true", help="replace a folder that is not an o1-embedder model folder")
     p.set_defaults(func=_cmd_init)
 
     p = sub.add_parser("convert", help="turn a released O1 Embedder checkpoint (merged causal LM) into a model folder")
@@ -327,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="output model folder")
     p.add_argument("--allow-missing-tokens", action="store_true",
                    help="add missing special tokens (untrained) instead of refusing")
+    p.add_argument("--force", action="store_true", help="replace a folder that is not an o1-embedder model folder")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="precision of the saved weights, used again at load (the reference runs float16 on GPUs)")
     p.add_argument("--max-query-tokens", type=_positive,
@@ -345,51 +345,24 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.set_defaults(func=_cmd_think)
 
-    p = sub.add_parser("eval", help="evaluate on a BEIR folder: think vs no think vs BM25 vs other models")
+    p = sub.add_parser("eval", help="evaluate on a BEIR folder: think vs no think vs BM25 vs other models",
+                       formatter_class=HelpFormatter)
     p.add_argument("dataset", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/), or 'cranfield' (shipped)")
-    _model_options(p)
-    p.add_argument("--compare", nargs="*", default=["all-MiniLM-L6-v2"],
-                   help="Sentence-Transformers models to compare with (default: all-MiniLM-L6-v2)")
-    p.add_argument("--no-bm25", action="store_true", help="leave BM25 out")
-    p.add_argument("--max-queries", type=_positive, help="sample this many judged queries")
-    p.add_argument("--max-docs", type=_positive, help="keep the judged documents plus a sample up to this many")
-    p.add_argument("--split", default="test", help="qrels split (default: test)")
-    p.add_argument("--seed", type=int, default=0, help="subset sampling seed")
-    p.add_argument("--batch-size", type=_positive, default=16)
-    p.add_argument("--max-document-tokens", type=_positive, help="truncate documents to this many tokens")
-    p.add_argument("--cache-dir", help="corpus-embedding cache (default: ~/.cache/o1_embedder/embeddings)")
     p.add_argument("--output", help="report folder (default: runs/eval-DATASET)")
+    add_dataclass_options(p, EvalSettings)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("train", help="joint training (thoughts + contrastive) on reference-format jsonl; "
-                                     "runs under torchrun for several processes")
-    p.add_argument("data", help="jsonl: query, pos, neg, thought (+ pos_scores, neg_scores)")
-    p.add_argument("--output", required=True, help="folder for the trained (merged) model")
-    p.add_argument("--model", default="o1-embedder", help="o1-embedder model to start from (default: embedded)")
-    p.add_argument("--backbone", help="start from a plain causal LM instead (hub id or folder)")
-    p.add_argument("--no-lora", action="store_true", help="full fine-tuning instead of LoRA")
-    p.add_argument("--lora-r", type=_positive, default=32)
-    p.add_argument("--lora-alpha", type=_positive, default=64)
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--max-steps", type=int, default=-1)
-    p.add_argument("--learning-rate", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=_positive, default=8, help="per process")
-    p.add_argument("--gradient-accumulation-steps", type=_positive, default=1)
-    p.add_argument("--num-negatives", type=int, default=7, help="hard negatives per query")
-    p.add_argument("--temperature", type=float, default=0.02)
-    p.add_argument("--contrastive-weight", type=float, default=0.8)
-    p.add_argument("--generation-weight", type=float, default=0.2)
-    p.add_argument("--distillation-weight", type=float, default=0.0)
-    p.add_argument("--cached-mini-batch-size", type=_positive,
-                   help="GradCache-style loss: encode in mini-batches of this size (large batches, small memory)")
-    p.add_argument("--thought-dropout", type=float, default=0.1)
-    p.add_argument("--bf16", action="store_true")
-    p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--logging-steps", type=_positive, default=10)
+                                     "runs under torchrun for several processes",
+                       formatter_class=HelpFormatter)
+    from o1_embedder.training.train import TrainConfig
+
+    add_dataclass_options(p, TrainConfig)
     p.set_defaults(func=_cmd_train)
 
     _add_synthesis_commands(sub)
+    from o1_embedder.serving.cli import add_serve_command
+    add_serve_command(sub)
 
     p = sub.add_parser("mteb", help="run mteb's CLI with an o1-embedder model registered, e.g. "
                                     "'o1-embedder mteb run -m PATH -t SciFact'", add_help=False)
@@ -412,8 +385,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, ModuleNotFoundError) as err:
-        print(f"o1-embedder {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"o1-embedder {args.command}: interrupted; no output is left half-written (synth and vote resume "
+              f"when run again, train with --resume)", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, TypeError, ModuleNotFoundError, RuntimeError) as err:
+        if os.environ.get("O1_EMBEDDER_DEBUG"):
+            raise
+        print(f"o1-embedder {args.command}: error: {err} (set O1_EMBEDDER_DEBUG=1 for the traceback)",
+              file=sys.stderr)
         return 2
 
 

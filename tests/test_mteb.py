@@ -1,10 +1,12 @@
-"""MTEB integration: wrapper, ModelMeta + registry, local BEIR tasks, mteb.evaluate and the `mteb run` entry point.
+"""MTEB integration: options, wrapper, ModelMeta + registry, local BEIR tasks, mteb.evaluate and `mteb run`.
 
 Everything is local: a tiny random o1-embedder saved to tmp_path and a 20-document / 5-query BEIR folder.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +16,8 @@ mteb = pytest.importorskip("mteb")
 
 from o1_embedder import save_model  # noqa: E402
 from o1_embedder.data import BeirFormatError  # noqa: E402
-from o1_embedder.evaluation.mteb_integration import (  # noqa: E402
+from o1_embedder.evaluation.mteb import (  # noqa: E402
+    WRAPPER_OPTIONS,
     O1EmbedderEncoderWrapper,
     beir_task,
     folder_revision,
@@ -25,6 +28,10 @@ from o1_embedder.evaluation.mteb_integration import (  # noqa: E402
     run_mteb_cli,
     unregister,
 )
+from o1_embedder.generation.settings import GenerationSettings  # noqa: E402
+
+PACKAGE = Path(__file__).resolve().parents[1] / "o1_embedder" / "evaluation" / "mteb"
+GENERATION_FIELDS = [f.name for f in dataclasses.fields(GenerationSettings)]
 
 TOPICS = ["boundary layer transition on a flat plate", "heat transfer in hypersonic flow",
           "buckling of thin cylindrical shells", "flutter of swept wings", "shock wave interaction with a wedge"]
@@ -98,12 +105,62 @@ def test_model_meta_from_folder(model_dir, tiny_model):
     with pytest.raises(TypeError, match="unknown option"):
         o1_model_meta(model_dir, thinking=False)
 
+    # memory in the dtype the model is loaded with; options in one order whatever the call's order
+    assert meta.memory_usage_mb == round(meta.n_parameters * 4 / 2**20, 1)
+    half = o1_model_meta(model_dir, seed=3, think=False, model_kwargs={"dtype": "bfloat16"})
+    assert half.memory_usage_mb == round(meta.n_parameters * 2 / 2**20, 1)
+    assert list(half.experiment_kwargs) == ["think", "seed", "model_kwargs"]
+    with pytest.raises(ValueError, match="top_p"):
+        o1_model_meta(model_dir, top_p=2.0)
+    with pytest.raises(TypeError, match="num_thoughts"):
+        o1_model_meta(model_dir, num_thoughts="2")
 
-def test_meta_rejects_non_o1_folders(tmp_path, tiny_backbone):
+
+def test_meta_rejects_non_o1_folders(tmp_path, tiny_backbone, model_dir):
     with pytest.raises(FileNotFoundError, match="not found"):
         o1_model_meta(tmp_path / "missing")
     with pytest.raises(ValueError, match="o1_embedder_config.json"):
         o1_model_meta(tiny_backbone)
+    (model_dir / "model.safetensors").write_bytes(b"\x08" + b"\0" * 15)
+    with pytest.raises(ValueError, match="model.safetensors"):
+        o1_model_meta(model_dir)
+
+
+def test_options_follow_generation_settings(tiny_model, capsys):
+    """Every GenerationSettings field is a wrapper option and a `mteb run` flag, typed by its annotation."""
+    assert set(GENERATION_FIELDS) <= set(WRAPPER_OPTIONS)
+    assert {"think", "num_thoughts", "batch_size", "query_batch_size"} <= set(WRAPPER_OPTIONS)
+    assert run_mteb_cli(["run", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--beir-task", "--think", "--no-think", "--num-thoughts", "--thought-cache", "--query-batch-size",
+                 *("--" + name.replace("_", "-") for name in GENERATION_FIELDS), "--no-do-sample"):
+        assert flag in help_text, flag
+    assert "--output-folder" in help_text  # mteb's own options follow
+
+    saved = tiny_model[0].generation_settings
+    model = O1EmbedderEncoderWrapper(tiny_model, think=False, max_new_tokens=2, do_sample=False, seed=7)
+    assert model.think is False and model.module.think is False
+    assert model.module.generation_settings == saved.replace(max_new_tokens=2, do_sample=False, seed=7)
+    with pytest.raises(TypeError, match="temperature"):
+        O1EmbedderEncoderWrapper(tiny_model, temperature="hot")
+    with pytest.raises(TypeError, match="already loaded"):
+        O1EmbedderEncoderWrapper(tiny_model, trust_remote_code=True)
+
+
+def test_private_mteb_state_is_touched_in_one_function():
+    """Imports of mteb's private names (underscored, or its model registry) stand only in registry._mteb_registries."""
+    private = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)]
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mteb"):
+                continue
+            names = [node.module, *(alias.name for alias in node.names)]
+            if any(part.startswith("_") or part == "MODEL_REGISTRY" for name in names for part in name.split(".")):
+                owner = [f.name for f in functions if f.lineno <= node.lineno <= (f.end_lineno or f.lineno)]
+                private.append((path.name, owner))
+    assert private == [("registry.py", ["_mteb_registries"])] * 2
 
 
 def test_register_and_get_model(model_dir):
@@ -214,6 +271,8 @@ def test_wrapper_around_in_memory_model(tiny_model, beir_dir, tmp_path):
     assert model.module.stats["generate_calls"] == 3  # 5 queries in batches of 2
     with pytest.raises(ValueError, match="batch_size"):
         O1EmbedderEncoderWrapper(tiny_model, batch_size=0)
+    with pytest.raises(ValueError, match="query_batch_size"):
+        O1EmbedderEncoderWrapper(tiny_model, query_batch_size=-1)
 
 
 def test_run_mteb_cli_on_local_beir_task(model_dir, beir_dir, tmp_path):
@@ -241,6 +300,13 @@ def test_run_mteb_cli_errors(model_dir, beir_dir, tmp_path, capsys):
     assert run_mteb_cli(["run", "-m", str(model_dir), "--beir-task", str(tmp_path / "nope"), *out]) == 2
     assert "BEIR folder not found" in capsys.readouterr().err
     assert run_mteb_cli(["run", "--num-thoughts", "x"]) == 2
-    assert run_mteb_cli(["run", "--help"]) == 0
-    assert "--beir-task" in capsys.readouterr().out
+    assert run_mteb_cli(["run", "-m", str(model_dir), "--beir-task", str(beir_dir), "--top-p", "2", *out]) == 2
+    assert "top_p" in capsys.readouterr().err
+    assert run_mteb_cli(["run", "-m", str(model_dir), "--beir-task", str(beir_dir), "--num-thoughts", "0", *out]) == 2
+    assert "num_thoughts" in capsys.readouterr().err
+    assert run_mteb_cli(["run", "-m", "mteb/baseline-random-encoder", "--beir-task", str(beir_dir), "--no-think",
+                         *out]) == 2
+    assert "mteb's own models" in capsys.readouterr().err
     assert not list(tmp_path.glob("o/**/*.json"))
+    with pytest.raises(KeyError):
+        mteb.get_model_meta("local/tiny-o1")

@@ -39,3 +39,27 @@ def test_report_lists_comparisons(tmp_path):
     paths = write_report(results, tmp_path, "t", comparisons=tests)
     assert "| x vs y | +0.1000 |" in paths["md"].read_text()
     assert json.loads(paths["json"].read_text())["comparisons"][0]["b"] == "y"
+
+
+def test_report_writes_trec_runs_and_mteb_style_results(tmp_path):
+    import pytrec_eval
+
+    from o1_embedder.evaluation.retrieval import evaluate_bm25
+    from o1_embedder.data import load_cranfield
+
+    data, _ = load_cranfield().subset(5, 60, seed=0)
+    result = evaluate_bm25(data)
+    paths = write_report([result], tmp_path, "t")
+    trec = (tmp_path / "runs" / "BM25.trec").read_text().splitlines()
+    run: dict = {}
+    for line in trec:
+        qid, q0, doc, rank, score, tag = line.split()
+        assert q0 == "Q0" and tag == "BM25"
+        run.setdefault(qid, {})[doc] = float(score)
+    qrels = {q: {d: int(g) for d, g in docs.items()} for q, docs in data.qrels.items()}
+    scores = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
+    mean = sum(s["ndcg_cut_10"] for s in scores.values()) / len(data.judged_queries())
+    assert abs(mean - result["metrics"]["ndcg@10"]) < 1e-6
+    mteb = json.loads(next((tmp_path / "mteb").rglob("*.json")).read_text())
+    assert mteb["scores"]["test"][0]["main_score"] == result["metrics"]["ndcg@10"]
+    assert "run" not in json.loads(paths["json"].read_text())["results"][0]

@@ -34,6 +34,12 @@ def make_records(n=24, negatives=3, seed=0, with_scores=False):
     return records
 
 
+def features_of(batch):
+    """The feature groups of a collated batch, as Sentence-Transformers' trainer splits them (by column prefix)."""
+    prefixes = [k[:-len("input_ids")] for k in batch if k.endswith("_input_ids")]
+    return [{k[len(p):]: v for k, v in batch.items() if k.startswith(p)} for p in prefixes]
+
+
 def write_jsonl(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
@@ -68,7 +74,7 @@ def test_bad_records_name_line_and_field(tmp_path):
 
 def test_dataset_columns(tmp_path):
     ds = load_training_data(write_jsonl(tmp_path / "d.jsonl", make_records(4, with_scores=True)))
-    assert ds.column_names == ["query", "positive", "negatives", "thought", "teacher_scores"]
+    assert ds.column_names == ["anchor", "positive", "negatives", "thought", "teacher_scores"]
     assert len(ds[0]["negatives"]) == 3 and ds[0]["teacher_scores"][0] == 1.0
 
 
@@ -78,7 +84,7 @@ def test_collator_masks_everything_but_the_thought(small_model):
     rows[1]["thought"] = ""  # a row without a thought: trained in the no-thought format
     batch = JointCollator(module, num_negatives=2, thought_dropout=0.0)(rows)
     ids, labels, mask = batch["query_input_ids"], batch["query_labels"], batch["query_attention_mask"]
-    assert batch["negative_input_ids"].shape[0] == 6
+    assert batch["negative_1_input_ids"].shape[0] == 3 and batch["negative_2_input_ids"].shape[0] == 3
     for row in (0, 2):
         thought = module.tokenizer(rows[row]["thought"], add_special_tokens=False)["input_ids"][:16]
         labelled = labels[row][labels[row] != -100].tolist()
@@ -87,10 +93,10 @@ def test_collator_masks_everything_but_the_thought(small_model):
         positions = (labels[row] != -100).nonzero().flatten()
         assert torch.equal(ids[row, positions], labels[row, positions]) and mask[row, positions].all()
     assert (labels[1] == -100).all()
-    no_thought = module.builder.query_without_thought([rows[1]["query"]])[0]
+    no_thought = module.builder.query_without_thought([rows[1]["anchor"]])[0]
     assert ids[1][mask[1].bool()].tolist() == no_thought
     dropped = JointCollator(module, num_negatives=0, thought_dropout=1.0)(rows)
-    assert (dropped["query_labels"] == -100).all() and "negative_input_ids" not in dropped
+    assert (dropped["query_labels"] == -100).all() and "negative_1_input_ids" not in dropped
 
 
 def test_one_forward_pass_and_head_only_at_thought_positions(small_model):
@@ -104,8 +110,7 @@ def test_one_forward_pass_and_head_only_at_thought_positions(small_model):
     head = module.model.get_output_embeddings().register_forward_hook(
         lambda mod, args, out: head_rows.append(args[0].shape[0]))
     try:
-        features = [{k[len(p):]: v for k, v in batch.items() if k.startswith(p)}
-                    for p in ("query_", "positive_", "negative_")]
+        features = features_of(batch)
         losses = JointLoss(small_model)(features)
     finally:
         handle.remove()
@@ -120,8 +125,7 @@ def test_batch_without_thoughts_has_finite_loss(small_model):
     for row in rows:
         row["thought"] = ""
     batch = JointCollator(small_model[0], num_negatives=1)(rows)
-    features = [{k[len(p):]: v for k, v in batch.items() if k.startswith(p)} for p in ("query_", "positive_",
-                                                                                          "negative_")]
+    features = features_of(batch)
     losses = JointLoss(small_model)(features)
     assert losses["generation"].item() == 0.0 and torch.isfinite(losses["contrastive"])
     sum(losses.values()).backward()  # the graph stays connected
@@ -131,8 +135,7 @@ def test_distillation_with_teacher_scores(small_model):
     rows = records_to_dataset(make_records(3, with_scores=True)).to_list()
     batch = JointCollator(small_model[0], num_negatives=2)(rows)
     assert batch["label"].shape == (3, 3)
-    features = [{k[len(p):]: v for k, v in batch.items() if k.startswith(p)} for p in ("query_", "positive_",
-                                                                                          "negative_")]
+    features = features_of(batch)
     losses = JointLoss(small_model, distillation_weight=0.5)(features, batch["label"])
     assert "distillation" in losses and torch.isfinite(losses["distillation"]) and losses["distillation"] > 0
 
@@ -202,8 +205,7 @@ def test_cached_loss_matches_the_plain_loss(tiny_backbone):
                             generation={"max_new_tokens": 16})
         rows = records_to_dataset(make_records(5, with_scores=True)).to_list()
         batch = JointCollator(model[0], num_negatives=2, thought_dropout=0.0, seed=3)(rows)
-        features = [{k[len(p):]: v for k, v in batch.items() if k.startswith(p)}
-                    for p in ("query_", "positive_", "negative_")]
+        features = features_of(batch)
         losses = loss_cls(model, distillation_weight=0.3, **kwargs)(features, batch["label"])
         total = torch.stack(list(losses.values())).sum()  # as the trainer does
         total.backward()

@@ -182,7 +182,8 @@ def load_beir(path: str | Path, split: str = "test", name: str | None = None) ->
 
     corpus = {doc_id: {"title": record.get("title", ""), "text": record["text"]}
               for doc_id, record in _read_jsonl(corpus_file, optional_fields=("title",))}
-    queries = {query_id: record["text"] for query_id, record in _read_jsonl(queries_file, optional_fields=())}
+    queries = {query_id: record["text"]
+               for query_id, record in _read_jsonl(queries_file, optional_fields=(), non_empty_text=True)}
     qrels = _read_qrels(qrels_file, queries, corpus)
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels, name=name or root.name, path=root, split=split)
 
@@ -200,8 +201,22 @@ def _lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]]:
                 yield number, line.rstrip("\r\n")
 
 
-def _read_jsonl(path: Path, optional_fields: tuple[str, ...]) -> list[tuple[str, dict]]:
-    """Records of a corpus or queries file as ``(id, record)``; ``_id`` and ``text`` are required strings."""
+def unencodable(text: str) -> str | None:
+    """Why ``text`` cannot be written as UTF-8 (a lone surrogate from a ``\\ud800`` escape), or ``None``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"is not valid Unicode (lone surrogate {text[err.start]!r} at character {err.start})"
+    return None
+
+
+#: the range of qrels grades trec_eval accepts (a C int)
+GRADE_RANGE = (-(2**31), 2**31 - 1)
+
+
+def _read_jsonl(path: Path, optional_fields: tuple[str, ...], non_empty_text: bool = False) -> list[tuple[str, dict]]:
+    """Records of a corpus or queries file as ``(id, record)``; ``_id`` and ``text`` are required strings
+    (``text`` non-empty when ``non_empty_text``: a query without text cannot be scored)."""
     problems = _Problems(path)
     records: list[tuple[str, dict]] = []
     first_line: dict[str, int] = {}
@@ -226,6 +241,14 @@ def _read_jsonl(path: Path, optional_fields: tuple[str, ...]) -> list[tuple[str,
             if key in record and not isinstance(record[key], str):
                 problems.add(number, f"field {key!r} must be a string, got {type(record[key]).__name__}")
                 ok = False
+        for key in ("_id", "text", *optional_fields):
+            reason = unencodable(record[key]) if isinstance(record.get(key), str) else None
+            if reason:
+                problems.add(number, f"field {key!r} {reason}")
+                ok = False
+        if non_empty_text and isinstance(record.get("text"), str) and not record["text"].strip():
+            problems.add(number, "field 'text' is empty (a query without text cannot be scored)")
+            ok = False
         if isinstance(record.get("_id"), str):
             record_id = record["_id"]
             if not record_id.strip():
@@ -263,6 +286,10 @@ def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, dict]) ->
         ok = True
         try:
             score = int(score_text)
+            if not GRADE_RANGE[0] <= score <= GRADE_RANGE[1]:
+                problems.add(number, f"score {score} is out of range (trec_eval takes {GRADE_RANGE[0]} to "
+                                     f"{GRADE_RANGE[1]})")
+                ok = False
         except ValueError:
             problems.add(number, f"score must be an integer, got {score_text!r}")
             ok = False

@@ -25,13 +25,14 @@ import enum
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write
-from .beir import MAX_PROBLEMS, BeirDataset, BeirFormatError, document_text, load_beir
+from .beir import MAX_PROBLEMS, BeirDataset, BeirFormatError, document_text, load_beir, unencodable
 
 __all__ = [
     "JsonlWriter",
@@ -40,6 +41,7 @@ __all__ = [
     "Stage",
     "content_id",
     "dump_line",
+    "check_output",
     "failures_path",
     "records_from_beir",
     "resolve_source",
@@ -86,6 +88,8 @@ def _string_list(record: dict, key: str, *, required: bool, non_empty: bool, pro
             problems.append(f"field {key!r}[{i}] must be a string, got {type(item).__name__}")
         elif not item.strip():
             problems.append(f"field {key!r}[{i}] is an empty string")
+        elif reason := unencodable(item):
+            problems.append(f"field {key!r}[{i}] {reason}")
 
 
 def _float_list(record: dict, key: str, length_of: str, problems: list[str]) -> None:
@@ -94,6 +98,9 @@ def _float_list(record: dict, key: str, length_of: str, problems: list[str]) -> 
     value = record[key]
     if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         problems.append(f"field {key!r} must be a list of numbers")
+    elif not all(math.isfinite(v) for v in value):
+        problems.append(f"field {key!r} holds a non-finite number (NaN or infinity): "
+                        f"{[v for v in value if not math.isfinite(v)][:3]}")
     elif isinstance(record.get(length_of, []), list) and len(value) != len(record.get(length_of, [])):
         problems.append(f"field {key!r} has {len(value)} scores for {len(record.get(length_of, []))} passages "
                         f"in {length_of!r}")
@@ -112,6 +119,8 @@ def validate_record(record: Any, stage: Stage = Stage.BASE) -> list[str]:
         problems.append(f"field 'query' must be a string, got {type(record['query']).__name__}")
     elif not record["query"].strip():
         problems.append("field 'query' is empty")
+    elif reason := unencodable(record["query"]):
+        problems.append(f"field 'query' {reason}")
     _string_list(record, "pos", required=True, non_empty=True, problems=problems)
     needs_neg = stage in (Stage.MINED, Stage.CANDIDATES)
     _string_list(record, "neg", required=needs_neg, non_empty=needs_neg, problems=problems)
@@ -127,6 +136,8 @@ def validate_record(record: Any, stage: Stage = Stage.BASE) -> list[str]:
             problems.append(f"field 'thought' must be a string, got {type(thought).__name__}")
         elif not thought.strip():
             problems.append("field 'thought' is empty")
+        elif reason := unencodable(thought):
+            problems.append(f"field 'thought' {reason}")
     _float_list(record, "pos_scores", "pos", problems)
     _float_list(record, "neg_scores", "neg", problems)
     if ("pos_scores" in record) != ("neg_scores" in record):
@@ -308,7 +319,7 @@ class JsonlWriter:
     """
 
     def __init__(self, path: str | os.PathLike, key: str = "query_id", *, overwrite: bool = False,
-                 sync_every: int = 256):
+                 sync_every: int = 256, inputs: Iterable[str | os.PathLike | None] = ()):
         self.path = Path(path)
         self.key = key
         self.sync_every = sync_every
@@ -316,12 +327,18 @@ class JsonlWriter:
         self.existing: list[dict] = []  # the first complete records already in the file (up to 1), for checks
         self.dropped_partial = 0
         self.written = 0
+        check_output(self.path, inputs)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if overwrite or not self.path.exists():
-            self.path.write_bytes(b"")
-        else:
-            self._recover()
-        self._handle = open(self.path, "ab", buffering=0)
+        self._handle = open(self.path, "ab", buffering=0)  # no truncation before the lock is held
+        try:
+            _lock(self._handle, self.path)
+            if overwrite:
+                os.ftruncate(self._handle.fileno(), 0)
+            else:
+                self._recover()
+        except BaseException:
+            self._handle.close()
+            raise
 
     def _recover(self) -> None:
         data_size = self.path.stat().st_size
@@ -381,6 +398,42 @@ class JsonlWriter:
         self.close()
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file (links and relative paths resolved)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def check_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Refuse an output that is one of the inputs (writing it would destroy the input) or a folder."""
+    output = Path(output)
+    for source in inputs:
+        if source is not None and same_file(output, source):
+            raise ValueError(f"{output} is also the input: writing it would destroy the input; "
+                             f"choose another output file")
+    if output.is_dir():
+        raise ValueError(f"{output} is a folder; the output must be a file (e.g. {output / 'out.jsonl'})")
+
+
+def _lock(handle, path: Path) -> None:
+    """Hold an exclusive advisory lock on an open output file, so two runs never write the same output.
+
+    The lock ends with the process, so a killed run never leaves a stale lock. (No locking where the
+    platform has no ``fcntl``.)
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise RuntimeError(f"{path} is being written by another run (it holds the file's lock); wait for it to "
+                           f"finish or choose another output file") from None
+
+
 def failures_path(output: str | os.PathLike) -> Path:
     """Where a step reports the records it could not complete: ``NAME.failures.jsonl`` next to ``NAME.jsonl``."""
     output = Path(output)
@@ -388,8 +441,13 @@ def failures_path(output: str | os.PathLike) -> Path:
     return output.with_name(f"{stem}.failures.jsonl")
 
 
-def write_records_atomic(path: str | os.PathLike, records: Iterable[dict]) -> int:
-    """Write all records to a temporary sibling, then rename it into place. Returns the number written."""
+def write_records_atomic(path: str | os.PathLike, records: Iterable[dict],
+                         inputs: Iterable[str | os.PathLike | None] = ()) -> int:
+    """Write all records to a temporary sibling, then rename it into place. Returns the number written.
+
+    An output that is one of ``inputs`` is refused before anything is read or written.
+    """
+    check_output(path, inputs)
     count = 0
 
     def write(handle) -> None:

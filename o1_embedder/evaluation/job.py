@@ -13,6 +13,7 @@ from typing import Any
 
 from o1_embedder.data.beir import BeirDataset, cranfield_path, load_beir
 from o1_embedder.evaluation.retrieval import evaluate_bm25, evaluate_dense, results_markdown, write_report
+from o1_embedder.evaluation.significance import paired_comparisons
 from o1_embedder.generation.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -39,36 +40,42 @@ def load_comparison_model(name: str):
     return SentenceTransformer(name)
 
 
+def _opt(default, help: str, factory=None, no_help: str | None = None):
+    metadata = {"help": help, **({"no_help": no_help} if no_help else {})}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class EvalSettings:
-    model: str = "o1-embedder"
-    compare: list[str] = field(default_factory=lambda: [MINILM])
-    bm25: bool = True
-    max_queries: int | None = None
-    max_docs: int | None = None
-    split: str = "test"
-    seed: int = 0
-    batch_size: int = 16
-    num_thoughts: int | None = None
-    max_new_tokens: int | None = None
-    greedy: bool | None = None
-    max_document_tokens: int | None = None
-    cache_dir: str | None = None
+    """Everything ``o1-embedder eval`` can set; each field is one command-line option."""
+
+    model: str = _opt("o1-embedder", "o1-embedder model folder or hub id (default: the embedded default)")
+    compare: list[str] = _opt(None, "Sentence-Transformers models to compare with", factory=lambda: [MINILM])
+    bm25: bool = _opt(True, "score BM25 too", no_help="leave BM25 out")
+    untrained: bool = _opt(True, "with the trained embedded default, also score its untrained backbone",
+                           no_help="do not score the untrained backbone next to the trained embedded default")
+    max_queries: int | None = _opt(None, "sample this many judged queries")
+    max_docs: int | None = _opt(None, "keep the judged documents plus a sample up to this many")
+    split: str = _opt("test", "qrels split")
+    seed: int = _opt(0, "subset sampling seed")
+    batch_size: int = _opt(16, "encoding batch size")
+    num_thoughts: int | None = _opt(None, "thoughts per query K (default: the model's setting)")
+    max_new_tokens: int | None = _opt(None, "thought length limit (default: the model's setting)")
+    greedy: bool | None = _opt(None, "greedy decoding, one thought (default: the model's setting)")
+    max_document_tokens: int | None = _opt(None, "truncate documents to this many tokens")
+    cache_dir: str | None = _opt(None, "corpus-embedding cache (default: ~/.cache/o1_embedder/embeddings)")
+
+    def __post_init__(self) -> None:
+        for name in ("max_queries", "max_docs", "batch_size", "num_thoughts", "max_new_tokens",
+                     "max_document_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
 
 
-def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, settings: EvalSettings,
-             log=print) -> dict[str, Any]:
-    """Run the comparison and write the report. Returns ``{"results", "paths", "subset"}``."""
-    from o1_embedder.model.loading import load_model
-
-    dataset = resolve_dataset(dataset_path, settings.split)
-    data, subset = dataset.subset(settings.max_queries, settings.max_docs, seed=settings.seed)
-    log(f"dataset: {subset}")
-    cache_dir = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir() / "embeddings"
-
-    results = []
-    model = load_model(settings.model)
-    module = model[0]
+def _configure(model, settings: EvalSettings) -> None:
     changes = {}
     if settings.num_thoughts is not None:
         changes["num_thoughts"] = settings.num_thoughts
@@ -76,38 +83,98 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
         changes["max_new_tokens"] = settings.max_new_tokens
     if settings.greedy is not None:
         changes["do_sample"] = not settings.greedy
-    module.configure(**changes)
+    model[0].configure(**changes)
     if settings.max_document_tokens is not None:
         model.max_seq_length = settings.max_document_tokens
-    gen = module.generation_settings
-    decoding = "greedy" if not gen.do_sample else f"sampled (t={gen.temperature}, top-p={gen.top_p}, seed={gen.seed})"
-    log(f"model: {settings.model}; thoughts per query K={module.num_thoughts if gen.do_sample else 1}, {decoding}, "
-        f"<= {gen.max_new_tokens} new tokens; documents <= {module.max_document_tokens} tokens; "
-        f"thought cache: {module.thought_cache.path if module.thought_cache is not None else 'off'}")
-    for think in (True, False):
-        label = f"o1-embedder ({'think' if think else 'no think'})"
-        started = time.perf_counter()
-        result = evaluate_dense(model, data, name=label, query_kwargs={"think": think}, cache_dir=cache_dir,
-                                batch_size=settings.batch_size, show_progress_bar=True)
+
+
+def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """The paired tests a report lists: think vs no think, trained vs untrained, each mode vs the baselines."""
+    modes = [n for n in names if n.endswith("(think)") or n.endswith("(no think)")]
+    pairs = [(n, n.replace("(think)", "(no think)")) for n in modes if n.endswith("(think)")]
+    pairs += [(n, n.replace("o1-embedder", "untrained")) for n in modes if n.startswith("o1-embedder")]
+    others = [n for n in names if n not in modes]
+    pairs += [(n, other) for n in modes if n.startswith("o1-embedder") for other in others]
+    return [(a, b) for a, b in pairs if a in names and b in names]
+
+
+def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, settings: EvalSettings,
+             log=print) -> dict[str, Any]:
+    """Run the comparison and write the report. Returns ``{"results", "paths", "subset"}``.
+
+    Everything that can be checked is checked before any model runs (the dataset, the report folder,
+    comparison models given as paths); the report is rewritten after every result, so a comparison that
+    fails late (a model name that cannot be loaded) leaves the report of everything scored before it,
+    and the error is raised after that.
+    """
+    from o1_embedder.model.default import trained_default_dir
+    from o1_embedder.model.loading import DEFAULT_MODEL_NAME, default_model, load_model
+
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output {output_dir} is a file; the report is a folder (results.json, .md, .png)")
+    for name in settings.compare:
+        looks_local = os.path.isabs(name) or name.startswith(".") or name.count("/") > 1
+        if looks_local and not os.path.exists(name):
+            raise FileNotFoundError(f"comparison model not found: {name}")
+    dataset = resolve_dataset(dataset_path, settings.split)
+    data, subset = dataset.subset(settings.max_queries, settings.max_docs, seed=settings.seed)
+    log(f"dataset: {subset}")
+    cache_dir = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir() / "embeddings"
+    title = f"{dataset.name} ({data.split}): {len(data.queries)} queries, {len(data.corpus)} documents"
+    results: list[dict[str, Any]] = []
+
+    def add(result: dict[str, Any]) -> None:
         results.append(result)
-        log(f"{label}: nDCG@10={result['metrics']['ndcg@10']:.4f} in {time.perf_counter() - started:.1f}s")
-    del model, module
+        write_report(results, output_dir, title)
+
+    models = [("o1-embedder", lambda: load_model(settings.model))]
+    if settings.untrained and settings.model == DEFAULT_MODEL_NAME and not os.path.isdir(settings.model) \
+            and trained_default_dir() is not None:
+        models.append(("untrained", lambda: default_model(trained=False)))
+    for label_prefix, load in models:
+        model = load()
+        _configure(model, settings)
+        module = model[0]
+        gen = module.generation_settings
+        decoding = "greedy" if not gen.do_sample else \
+            f"sampled (t={gen.temperature}, top-p={gen.top_p}, seed={gen.seed})"
+        log(f"{label_prefix}: {settings.model if label_prefix == 'o1-embedder' else 'untrained default'}; thoughts "
+            f"per query K={module.num_thoughts if gen.do_sample else 1}, {decoding}, <= {gen.max_new_tokens} new "
+            f"tokens; documents <= {module.max_document_tokens} tokens; thought cache: "
+            f"{module.thought_cache.path if module.thought_cache is not None else 'off'}")
+        for think in (True, False):
+            label = f"{label_prefix} ({'think' if think else 'no think'})"
+            started = time.perf_counter()
+            result = evaluate_dense(model, data, name=label, query_kwargs={"think": think}, cache_dir=cache_dir,
+                                    batch_size=settings.batch_size, show_progress_bar=True)
+            add(result)
+            log(f"{label}: nDCG@10={result['metrics']['ndcg@10']:.4f} in {time.perf_counter() - started:.1f}s")
+        del model, module
 
     if settings.bm25:
-        results.append(evaluate_bm25(data))
+        add(evaluate_bm25(data))
         log(f"BM25: nDCG@10={results[-1]['metrics']['ndcg@10']:.4f}")
+    failed = []
     for name in settings.compare:
         started = time.perf_counter()
-        other = load_comparison_model(name)
+        try:
+            other = load_comparison_model(name)
+        except (OSError, ValueError) as err:
+            failed.append(f"{name}: {err}")
+            log(f"{name}: cannot be loaded ({err}); left out of the report")
+            continue
         result = evaluate_dense(other, data, name=name, cache_dir=cache_dir, batch_size=settings.batch_size,
                                 show_progress_bar=True)
-        results.append(result)
+        add(result)
         log(f"{name}: nDCG@10={result['metrics']['ndcg@10']:.4f} in {time.perf_counter() - started:.1f}s")
 
-    title = f"{dataset.name} ({data.split}): {len(data.queries)} queries, {len(data.corpus)} documents"
-    paths = write_report(results, output_dir, title)
+    tests = paired_comparisons(results, comparison_pairs([r["name"] for r in results]))
+    paths = write_report(results, output_dir, title, comparisons=tests)
     log("")
-    log(results_markdown(results, title))
+    log(results_markdown(results, title, tests))
     log(f"subset: {subset}")
     log("wrote " + ", ".join(str(p) for p in paths.values()))
+    if failed:
+        raise ValueError("the report was written without these comparisons: " + "; ".join(failed))
     return {"results": results, "paths": paths, "subset": subset}

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -272,6 +273,7 @@ def evaluate_dense(model, dataset: BeirDataset, *, name: str, query_kwargs: dict
         "num_docs": len(doc_ids),
         "metrics": evaluate_run(dataset.qrels, run),
         "per_query": {"ndcg@10": query_ndcg(dataset.qrels, run)},
+        "run": run,
         "seconds_corpus": seconds_corpus,
         "corpus_cache_hit": cache_hit,
         "seconds_queries": seconds_queries,
@@ -301,6 +303,7 @@ def evaluate_bm25(dataset: BeirDataset, *, name: str = "BM25", top_k: int = 100)
         "num_docs": len(dataset.corpus),
         "metrics": evaluate_run(dataset.qrels, run),
         "per_query": {"ndcg@10": query_ndcg(dataset.qrels, run)},
+        "run": run,
         "seconds_corpus": seconds,
         "corpus_cache_hit": None,
         "seconds_queries": 0.0,
@@ -371,10 +374,13 @@ def _bar_chart_png(results: Sequence[Mapping[str, Any]], title: str) -> bytes:
             bars = ax.bar(x + (i - (len(labels) - 1) / 2) * width, values, width, label=label)
             ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
         ax.set_xticks(x, names, rotation=15 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
-        ax.set_ylim(0, 1.08)
+        top = max([float(r.get("metrics", {}).get(m) or 0.0) for r in results for m in HEADLINE_METRICS] + [0.0])
+        ax.set_ylim(0, min(1.0, top) * 1.15 + 0.05)
         ax.set_ylabel("score")
-        ax.set_title(title)
-        ax.legend(loc="upper left", ncols=3, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        # The legend sits below the axes, never over a bar or its label.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if len(names) <= 3 else -0.28), ncols=3,
+                  fontsize=8, frameon=False)
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=120)
@@ -383,19 +389,63 @@ def _bar_chart_png(results: Sequence[Mapping[str, Any]], title: str) -> bytes:
     return buffer.getvalue()
 
 
+def slug(name: str) -> str:
+    """A file-name-safe form of a result name: ``o1-embedder (think)`` -> ``o1-embedder_think``."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "result"
+    return cleaned[:80]
+
+
+def trec_run_text(run: Mapping[str, Mapping[str, float]], tag: str) -> str:
+    """A run in TREC format (``qid Q0 docid rank score tag``), ranks in trec_eval order."""
+    lines = []
+    for qid in sorted(run):
+        ranked = sorted(run[qid].items(), key=lambda item: (item[1], item[0]), reverse=True)
+        lines += [f"{qid} Q0 {doc} {rank} {score:.6f} {tag}" for rank, (doc, score) in enumerate(ranked, start=1)]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def mteb_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    """One result in mteb's result-file layout (``TaskResult``: task name, scores per split, main score)."""
+    metrics = result.get("metrics", {})
+    scores = {key.replace("@", "_at_"): value for key, value in metrics.items()}
+    return {
+        "dataset_revision": None,
+        "task_name": result.get("dataset"),
+        "mteb_version": None,
+        "evaluation_time": result.get("seconds_corpus", 0.0) + result.get("seconds_queries", 0.0),
+        "kg_co2_emissions": None,
+        "scores": {result.get("split", "test"): [{**scores, "main_score": metrics.get("ndcg@10"),
+                                                   "hf_subset": "default", "languages": ["eng-Latn"]}]},
+    }
+
+
 def write_report(results: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, title: str,
                  comparisons: Sequence[Mapping[str, Any]] = ()) -> dict[str, Path]:
     """Write ``results.json``, ``results.md`` and ``results.png`` (each atomically) and return their paths.
 
+    Results that carry their ``run`` also get a TREC run file (``runs/NAME.trec``, readable by trec_eval
+    and ``pytrec_eval``) and an mteb-style result file (``mteb/NAME/no_revision_available/TASK.json``).
     ``comparisons`` are paired tests (:func:`~o1_embedder.evaluation.significance.paired_comparisons`),
     listed under the table and kept in the JSON.
     """
     if not results:
         raise ValueError("write_report needs at least one result")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; a report is written into a folder")
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "results.png"}
-    payload = {"title": title, "results": [dict(r) for r in results], "comparisons": [dict(c) for c in comparisons]}
+    for result in results:
+        run = result.get("run")
+        if run is None:
+            continue
+        name = slug(str(result.get("name", "result")))
+        paths[f"trec:{name}"] = atomic_write_text(out / "runs" / f"{name}.trec", trec_run_text(run, name))
+        task = slug(str(result.get("dataset") or "task"))
+        paths[f"mteb:{name}"] = atomic_write_text(out / "mteb" / name / "no_revision_available" / f"{task}.json",
+                                                  json.dumps(mteb_result(result), indent=2) + "\n")
+    stored = [{k: v for k, v in r.items() if k != "run"} for r in results]
+    payload = {"title": title, "results": stored, "comparisons": [dict(c) for c in comparisons]}
     atomic_write_text(paths["json"], json.dumps(payload, indent=2, default=_json_default) + "\n")
     atomic_write_text(paths["md"], results_markdown(results, title, comparisons))
     png = _bar_chart_png(results, title)

@@ -1,17 +1,23 @@
 """A client for any OpenAI-compatible server: ``vllm serve``, SGLang, llama.cpp server, TGI, ...
 
-Standard library only (``urllib`` + threads). Requests run on a pool of ``concurrency`` threads; each
+Standard library only (``urllib`` + threads). Requests run on ``concurrency`` daemon threads; each
 result is tied to its request's position, so answers that complete out of order never reach the
 wrong request. A request is retried with exponential backoff (and ``Retry-After`` when the server
 sends it) on connection errors, timeouts, malformed responses and HTTP 408/409/429/5xx; other HTTP
 errors fail at once. Servers that ignore ``n`` (llama.cpp returns one choice) are asked again for the
 missing samples, with the next seed.
+
+Under faults: :meth:`OpenAIBackend.close` (also on Ctrl-C) stops every retry loop at once and never waits
+for requests in flight; after ``max_consecutive_failures`` requests in a row have failed for good, the
+server is taken for dead and :class:`ServerUnavailable` ends the run with one message, instead of every
+remaining request being retried on its own.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import http.client
+import queue
 import json
 import logging
 import os
@@ -27,7 +33,7 @@ from typing import Any, Callable
 
 from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest, SamplingConfig
 
-__all__ = ["OpenAIBackend", "RequestFailed", "normalize_base_url"]
+__all__ = ["OpenAIBackend", "RequestFailed", "ServerUnavailable", "normalize_base_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +43,10 @@ ENDPOINTS = ("chat", "completion")
 
 class RequestFailed(Exception):
     """A request failed for good (after retries, or with a non-retryable status)."""
+
+
+class ServerUnavailable(ConnectionError):
+    """Too many requests in a row failed for good: the server is down or refuses the work."""
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -63,6 +73,8 @@ class OpenAIBackend(GenerationBackend):
         backoff / max_backoff: the wait before retry ``k`` is ``min(max_backoff, backoff * 2**k)`` with
             jitter (x0.5 to x1), or the server's ``Retry-After`` when larger.
         extra_body: more JSON fields for every request (e.g. ``{"top_k": 20}`` or ``{"stop": [...]}``).
+        max_consecutive_failures: after this many requests in a row failed for good, the run stops with
+            :class:`ServerUnavailable` (0: never).
     """
 
     name = "openai"
@@ -70,7 +82,8 @@ class OpenAIBackend(GenerationBackend):
     def __init__(self, base_url: str, model: str | None = None, *, sampling: SamplingConfig | None = None,
                  api_key: str | None = None, endpoint: str = "chat", concurrency: int = 16, timeout: float = 120.0,
                  max_retries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
-                 extra_body: dict[str, Any] | None = None, sleep: Callable[[float], None] = time.sleep):
+                 extra_body: dict[str, Any] | None = None, sleep: Callable[[float], None] | None = None,
+                 max_consecutive_failures: int = 8):
         super().__init__(sampling)
         if endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {ENDPOINTS}, got {endpoint!r}")
@@ -80,6 +93,8 @@ class OpenAIBackend(GenerationBackend):
             raise ValueError(f"timeout must be > 0, got {timeout}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if max_consecutive_failures < 0:
+            raise ValueError(f"max_consecutive_failures must be >= 0, got {max_consecutive_failures}")
         self.base_url = normalize_base_url(base_url)
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.endpoint = endpoint
@@ -89,8 +104,13 @@ class OpenAIBackend(GenerationBackend):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.extra_body = dict(extra_body or {})
-        self._sleep = sleep
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._stop = threading.Event()
+        self._sleep = sleep or self._stop.wait  # a wait that close() cuts short
+        self.max_consecutive_failures = max_consecutive_failures
+        self._failures_in_a_row = 0
+        self._dead: str | None = None
+        self._jobs: queue.SimpleQueue | None = None
+        self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.stats = {"http_requests": 0, "retries": 0}
         self.model = model or self._first_model()
@@ -108,6 +128,8 @@ class OpenAIBackend(GenerationBackend):
             headers["Authorization"] = f"Bearer {self.api_key}"
         last_error = ""
         for attempt in range(self.max_retries + 1):
+            if self._stop.is_set():
+                raise RequestFailed(f"stopped ({last_error or 'the run was interrupted'})")
             retry_after = 0.0
             with self._lock:
                 self.stats["http_requests"] += 1
@@ -192,21 +214,35 @@ class OpenAIBackend(GenerationBackend):
                 texts, tokens = self._texts(self._http("POST", path, payload))
             except RequestFailed as err:
                 generation.error = str(err)
+                self._count(failed=True, reason=str(err))
                 return generation
             if not texts:
                 generation.error = "the server returned no choices"
                 return generation
             generation.texts += texts[:missing]
             generation.tokens += tokens
+        self._count(failed=False)
         return generation
+
+    def _count(self, *, failed: bool, reason: str = "") -> None:
+        with self._lock:
+            self._failures_in_a_row = self._failures_in_a_row + 1 if failed else 0
+            if failed and self.max_consecutive_failures and self._dead is None \
+                    and self._failures_in_a_row >= self.max_consecutive_failures:
+                self._dead = (f"{self.base_url}: {self._failures_in_a_row} requests in a row failed; the last: "
+                              f"{reason}. Stopping; completed records are kept, and re-running resumes")
+                self._stop.set()  # the other requests in flight stop retrying
 
     def generate_iter(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
         for request in requests:
             self.check_request(request)
-        pool = self._executor()
-        futures = {pool.submit(self.generate_one, request): position for position, request in enumerate(requests)}
+        if self._dead:
+            raise ServerUnavailable(self._dead)
+        futures = {self._submit(request): position for position, request in enumerate(requests)}
         try:
             for future in concurrent.futures.as_completed(futures):
+                if self._dead:
+                    raise ServerUnavailable(self._dead)
                 position = futures[future]
                 try:
                     yield position, future.result()
@@ -216,16 +252,40 @@ class OpenAIBackend(GenerationBackend):
             for future in futures:
                 future.cancel()
 
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.concurrency,
-                                                               thread_name_prefix="o1-openai")
-        return self._pool
+    def _submit(self, request: GenerationRequest) -> concurrent.futures.Future:
+        """Run ``generate_one(request)`` on a daemon worker (daemon: an interrupted run never waits for it)."""
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            self._stop.clear()
+            for i in range(self.concurrency):
+                worker = threading.Thread(target=self._work, args=(self._jobs,), name=f"o1-openai-{i}", daemon=True)
+                worker.start()
+                self._workers.append(worker)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((future, request))
+        return future
+
+    def _work(self, jobs: queue.SimpleQueue) -> None:
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            future, request = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self.generate_one(request))
+            except BaseException as err:  # noqa: BLE001 - handed to the caller through the future
+                future.set_exception(err)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Stop: retry loops end at once, queued requests are dropped, requests in flight are not waited for."""
+        self._stop.set()
+        if self._jobs is not None:
+            for _ in self._workers:
+                self._jobs.put(None)
+            self._jobs = None
+            self._workers = []
 
 
 def _error_detail(err: urllib.error.HTTPError) -> str:

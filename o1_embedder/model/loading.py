@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -9,16 +10,18 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
-from o1_embedder.model.default import DEFAULT_PROMPT_FORMAT, default_backbone_path
-from o1_embedder.model.module import O1Embedder
+from o1_embedder.model.default import DEFAULT_BACKBONE_HUB_ID, DEFAULT_PROMPT_FORMAT, default_backbone_path
+from o1_embedder.model.module import CONFIG_FILE, QUERY_PROMPT, O1Embedder
 
 DEFAULT_MODEL_NAME = "o1-embedder"
+#: ``encode_query`` / ``prompt_name="query"`` reach the query path through the query prompt (a marker)
+PROMPTS = {"query": QUERY_PROMPT, "document": ""}
 _CLASS_REF = f"{O1Embedder.__module__}.{O1Embedder.__name__}"
 
 
 def wrap(module: O1Embedder) -> SentenceTransformer:
     """A ``SentenceTransformer`` whose only module is ``module`` (cosine similarity: vectors are normalised)."""
-    return SentenceTransformer(modules=[module], similarity_fn_name="cosine", prompts={"query": "", "document": ""})
+    return SentenceTransformer(modules=[module], similarity_fn_name="cosine", prompts=PROMPTS)
 
 
 def build_model(backbone: str, **settings) -> SentenceTransformer:
@@ -40,17 +43,23 @@ def default_model(trained: bool | None = None, **settings) -> SentenceTransforme
         trained = adapter is not None
     if not trained:
         settings.setdefault("prompt_format", DEFAULT_PROMPT_FORMAT)
-        return build_model(str(default_backbone_path()), **settings)
+        return _record_origin(build_model(str(default_backbone_path()), **settings))
     if adapter is None:
         raise FileNotFoundError("this installation has no trained default adapter (o1_embedder/model/trained_default)")
-    import json
-
-    from o1_embedder.model.module import CONFIG_FILE
 
     shipped = json.loads((adapter / CONFIG_FILE).read_text(encoding="utf-8"))
+    shipped.pop("dtype", None)
     module = O1Embedder.from_backbone(str(default_backbone_path()), **{**shipped, **settings})
     apply_adapter(module, adapter)
-    return wrap(module)
+    return _record_origin(wrap(module))
+
+
+def _record_origin(model: SentenceTransformer) -> SentenceTransformer:
+    """The embedded default's backbone and license, kept in its config so saved folders and cards name them."""
+    config = model[0].model.config
+    config.o1_base_model = DEFAULT_BACKBONE_HUB_ID
+    config.o1_license = "apache-2.0"
+    return model
 
 
 def apply_adapter(module: O1Embedder, path: str | os.PathLike) -> None:
@@ -71,21 +80,87 @@ def load_model(name_or_path: str = DEFAULT_MODEL_NAME, **kwargs) -> SentenceTran
     """
     if name_or_path == DEFAULT_MODEL_NAME and not os.path.isdir(name_or_path):
         return default_model()
-    if os.path.isdir(name_or_path) and not os.path.exists(os.path.join(name_or_path, "modules.json")):
-        raise FileNotFoundError(f"Model folder {name_or_path} is missing: modules.json")
-    loader = getattr(SentenceTransformer, "_load_with_module_classes", None)
-    if loader is None:  # older sentence-transformers: fall back to the public flag
-        return SentenceTransformer(name_or_path, trust_remote_code=True, **kwargs)
-    return loader(name_or_path, {_CLASS_REF: O1Embedder}, **kwargs)
+    looks_local = os.path.isabs(name_or_path) or name_or_path.startswith(".") or name_or_path.count("/") > 1
+    if looks_local and not os.path.exists(name_or_path):
+        raise FileNotFoundError(f"model folder not found: {name_or_path}")
+    if os.path.isdir(name_or_path):
+        modules = os.path.join(name_or_path, "modules.json")
+        if not os.path.exists(modules):
+            raise FileNotFoundError(f"Model folder {name_or_path} is missing: modules.json")
+        try:
+            with open(modules, encoding="utf-8") as handle:
+                listed = json.load(handle)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{modules}: not valid JSON ({err})") from err
+        if not isinstance(listed, list) or not all(isinstance(m, dict) and "type" in m for m in listed):
+            raise ValueError(f"{modules}: expected a list of modules with a 'type' each")
+    model = _load_trusting_this_package(name_or_path, **kwargs)
+    if model.prompts.get("query") == "":  # folders saved before the query prompt routed prompt_name="query"
+        model.prompts["query"] = QUERY_PROMPT
+    return model
 
 
-def save_model(model: SentenceTransformer, path: str | os.PathLike) -> Path:
-    """Save atomically: into a temporary sibling folder, renamed into place when complete."""
+def _load_trusting_this_package(name_or_path: str, **kwargs) -> SentenceTransformer:
+    """``SentenceTransformer`` loading with this package's module class trusted, and nothing else.
+
+    Sentence-Transformers 6 resolves a module class outside its own package only with
+    ``trust_remote_code=True``, which would also run any code shipped in the folder. Its loader that takes
+    already-imported classes is not public; it is called here and only here.
+    """
+    return SentenceTransformer._load_with_module_classes(name_or_path, {_CLASS_REF: O1Embedder}, **kwargs)
+
+
+#: what a model folder written by :func:`save_model` holds (transformers, Sentence-Transformers and this package)
+MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+               "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+               "chat_template.jinja", "added_tokens.json", "vocab.json", "merges.txt", "modules.json",
+               "config_sentence_transformers.json", "sentence_bert_config.json", "README.md", CONFIG_FILE,
+               "training_config.json"}
+
+
+def _model_file(name: str) -> bool:
+    return name in MODEL_FILES or (name.startswith("model-") and name.endswith(".safetensors"))
+
+
+def check_model_target(path: str | os.PathLike, *, force: bool = False,
+                       inputs: tuple[str | os.PathLike | None, ...] = ()) -> None:
+    """Refuse a save that would destroy what this library did not write.
+
+    Allowed: a path that does not exist, an empty folder, or an o1-embedder model folder holding only model
+    files (it is replaced). Refused: a file (always), one of ``inputs`` (always: the model being read), and
+    a folder holding anything else, unless ``force``.
+    """
+    target = Path(path)
+    for source in inputs:
+        if source is not None and os.path.exists(source) and target.exists() and os.path.samefile(source, target):
+            raise ValueError(f"{target} is also the input model; save to another folder")
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise FileExistsError(f"{target} exists and is not a folder; a model is saved as a folder: choose another path")
+    if not target.is_dir():
+        return
+    names = sorted(p.name for p in target.iterdir())
+    foreign = [name for name in names if not _model_file(name)]
+    if not names or (not foreign and CONFIG_FILE in names) or force:
+        return
+    raise FileExistsError(f"{target} is not empty and not an o1-embedder model folder (it holds "
+                          f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); choose another folder, "
+                          f"or replace it with --force")
+
+
+def save_model(model: SentenceTransformer, path: str | os.PathLike, *, force: bool = False,
+               inputs: tuple[str | os.PathLike | None, ...] = ()) -> Path:
+    """Save atomically: into a temporary sibling folder, renamed into place when complete.
+
+    What is at ``path`` is checked first (:func:`check_model_target`): an earlier o1-embedder model folder is
+    replaced, anything else is refused unless ``force`` (a file or an input: always).
+    """
+    check_model_target(path, force=force, inputs=inputs)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         model.save(str(staging))
+        (staging / "README.md").write_text(_card(model, target.name), encoding="utf-8")
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
             os.replace(target, old / target.name)
@@ -98,9 +173,23 @@ def save_model(model: SentenceTransformer, path: str | os.PathLike) -> Path:
     return target
 
 
-def materialize_default(path: str | os.PathLike = DEFAULT_MODEL_NAME, **settings) -> Path:
+def _card(model: SentenceTransformer, name: str) -> str:
+    """The folder's README: this package's model card, with the backbone and license the model records."""
+    from o1_embedder.model.card import model_card
+
+    module = model[0]
+    card_data = getattr(model, "model_card_data", None)
+    base = getattr(card_data, "base_model", None) or getattr(module.model.config, "_name_or_path", None) or None
+    if base and os.path.isabs(str(base)):  # a local path says nothing to a reader elsewhere
+        base = getattr(module.model.config, "o1_base_model", None)
+    license = getattr(card_data, "license", None) or getattr(module.model.config, "o1_license", None)
+    return model_card(module, name=name, base_model=base, license=license)
+
+
+def materialize_default(path: str | os.PathLike = DEFAULT_MODEL_NAME, *, force: bool = False, **settings) -> Path:
     """Write the embedded default as a model folder (``SentenceTransformer(path, trust_remote_code=True)`` loads it)."""
-    return save_model(default_model(**settings), path)
+    check_model_target(path, force=force)
+    return save_model(default_model(**settings), path, force=force)
 
 
 #: The reference implementation keeps a query prompt (format tokens included) up to this many tokens.
@@ -108,7 +197,8 @@ REFERENCE_PROMPT_TOKENS = 256
 
 
 def convert_checkpoint(source: str, target: str | os.PathLike, *, allow_missing_tokens: bool = False,
-                       dtype: str = "float32", max_query_tokens: int | None = None, **settings) -> Path:
+                       dtype: str = "float32", max_query_tokens: int | None = None, force: bool = False,
+                       **settings) -> Path:
     """Turn a released O1 Embedder checkpoint (a merged causal LM whose tokenizer has ``<query>``, ``</query>``,
     ``<thought>`` and ``<emb>``) into an o1-embedder model folder with the reference sequence layout.
 
@@ -126,6 +216,7 @@ def convert_checkpoint(source: str, target: str | os.PathLike, *, allow_missing_
 
     if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
         raise ValueError(f"dtype must name a torch dtype (float32, float16, bfloat16), got {dtype!r}")
+    check_model_target(target, force=force, inputs=(source,))
     tokenizer = AutoTokenizer.from_pretrained(source)
     vocab = tokenizer.get_vocab()
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
@@ -144,4 +235,4 @@ def convert_checkpoint(source: str, target: str | os.PathLike, *, allow_missing_
         probe = SequenceBuilder(module.tokenizer, module._format, 1, 1).query_prompts([""])[0]
         max_query_tokens = REFERENCE_PROMPT_TOKENS - len(probe)
     module.configure_lengths(max_query_tokens=max_query_tokens)
-    return save_model(model, target)
+    return save_model(model, target, force=force, inputs=(source,))

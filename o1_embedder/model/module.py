@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from dataclasses import asdict
 from typing import Any
 
@@ -30,6 +31,21 @@ from o1_embedder.generation.cache import CachedThought, ThoughtCache, thought_ke
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "o1_embedder_config.json"
+
+#: the model's ``prompts["query"]``: it routes ``encode(..., prompt_name="query")`` to the query path (it is a
+#: marker, never text the model sees)
+QUERY_PROMPT = "o1-embedder:query "
+
+
+class _NoTokenEmbeddings:
+    """Stands in for per-token embeddings, which this model does not produce (its embedding is one state)."""
+
+    def __iter__(self):
+        raise ValueError("output_value='token_embeddings' is not available for o1-embedder models: the embedding is "
+                         "the final state at <emb> (use the default output_value='sentence_embedding')")
+
+    def __getitem__(self, index):
+        return self
 
 
 class O1Embedder(InputModule):
@@ -90,6 +106,11 @@ class O1Embedder(InputModule):
         self._fingerprint: tuple[int, str] | None = None
         self.builder = SequenceBuilder(tokenizer, self._format, max_query_tokens, max_document_tokens)
         self.stats = {"generate_calls": 0, "thoughts_generated": 0, "thoughts_from_cache": 0, "generated_tokens": 0}
+        #: rows (query x sample) decoded together at most; a property of the machine, not saved
+        self.decode_rows = 64
+        #: show a progress bar while thinking: None = when a call generates many tokens, True / False = always / never
+        self.progress: bool | None = None
+        self._warned: set[str] = set()
 
     # ----------------------------------------------------------------------------------------- config
     @property
@@ -197,12 +218,32 @@ class O1Embedder(InputModule):
     # ------------------------------------------------------------------------------------ preprocess
     def preprocess(self, inputs, prompt: str | None = None, task: str | None = None, think: bool | None = None,
                    **kwargs) -> dict[str, Any]:
+        """Token ids for a batch. Routing: ``task="query"`` (``encode_query``, a Router mapping) or the query
+        prompt (``encode(..., prompt_name="query")``, ``QUERY_PROMPT`` put before a text by a tool that applies
+        prompts as text) embeds queries; anything else embeds documents. In training mode a query never
+        thinks: generation cannot run under gradients, so it is embedded in the no-thought format."""
+        if prompt == QUERY_PROMPT:
+            task, prompt = "query", None
         texts = validate_texts(inputs, "queries" if task == "query" else "inputs")
+        if task is None and texts and all(t.startswith(QUERY_PROMPT) for t in texts):
+            task, texts = "query", [t[len(QUERY_PROMPT):] for t in texts]
+        explicit_document = prompt == ""  # prompt_name="document" resolves to the empty document prompt
         if prompt:
             texts = [prompt + t for t in texts]
+        if task is None and not explicit_document:
+            self._warn_once("document-route", "o1-embedder: encode() without a task embeds its inputs as documents "
+                            "(no query format, no thinking); use encode_query / encode_document, or "
+                            "prompt_name='query' / 'document'" + (" (in training: router_mapping={'anchor': 'query'} "
+                                                                   "or JointTrainer)" if self.training else ""))
         pad_id = self.tokenizer.pad_token_id
         if task == "query":
-            if self.think if think is None else think:
+            wants_thought = self.think if think is None else think
+            if wants_thought and self.training:
+                self._warn_once("training-think", "o1-embedder: the module is in training mode, where it never "
+                                "generates; queries are embedded in the no-thought format (train thoughts with "
+                                "JointCollator + JointLoss)")
+                wants_thought = False
+            if wants_thought:
                 return {"query_texts": texts, "prompt_ids": self.builder.query_prompts(texts)}
             sequences = self.builder.query_without_thought(texts)
         else:
@@ -210,18 +251,48 @@ class O1Embedder(InputModule):
         input_ids, attention_mask = left_pad(sequences, pad_id, "cpu")
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
+    def _progress_bar(self, rows: int):
+        """A progress bar over the thoughts of one call (when it generates many tokens, or ``progress=True``),
+        announced with the token budget when it is large on a CPU."""
+        if rows == 0:
+            return None
+        budget = rows * self._generation.max_new_tokens
+        show = self.progress if self.progress is not None else budget >= 4096
+        if not show:
+            return None
+        if self.model.device.type == "cpu" and budget >= 16384:
+            logger.warning("o1-embedder: thinking will generate up to %d tokens (%d thoughts x %d new tokens) on a "
+                           "CPU; greedy K=1 with fewer new tokens is faster (configure(num_thoughts=1, "
+                           "do_sample=False, max_new_tokens=64))", budget, rows, self._generation.max_new_tokens)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=rows, desc="Thinking", unit="thought", leave=False)
+        bar.tokens_before = self.stats["generated_tokens"]
+        return bar
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning("%s", message)
+            warnings.warn(message, stacklevel=3)
+
     # --------------------------------------------------------------------------------------- forward
     def forward(self, features: dict[str, Any], task: str | None = None, think: bool | None = None,
                 **kwargs) -> dict[str, Any]:
         if "prompt_ids" in features:
+            if torch.is_grad_enabled() and self.training:
+                raise RuntimeError("o1-embedder cannot think under gradients (generation is not differentiable); "
+                                   "train with JointCollator + JointLoss, or embed queries without thinking")
             # Thoughts are not put in the features: Sentence-Transformers splits only tensors per input.
             # Use ``think_and_embed`` to get them.
             features["sentence_embedding"], _ = self.think_and_embed(features["query_texts"], features["prompt_ids"])
+            features["token_embeddings"] = _NoTokenEmbeddings()
             return features
         mask = features["attention_mask"]
         hidden = decoder(self.model)(input_ids=features["input_ids"], attention_mask=mask,
                                      position_ids=position_ids(mask), use_cache=False).last_hidden_state
         features["sentence_embedding"] = F.normalize(hidden[:, -1].float(), dim=-1)
+        features["token_embeddings"] = _NoTokenEmbeddings()
         if "labels" in features:
             # Training: the same pass gives the thought logits, with the LM head applied only at the
             # positions that predict a thought token (or its eos), never over the whole sequence.
@@ -273,23 +344,33 @@ class O1Embedder(InputModule):
                 for (i, k), e in zip(reencode, emb):
                     vectors[i, k] = e
             self.stats["thoughts_from_cache"] += len(hits)
-        if misses:
+        # Rows are decoded in chunks of at most ``decode_rows``, so memory stays flat however large K or the
+        # batch; the K samples of a query stay together where they fit (one shared prefill).
+        bar = self._progress_bar(len(misses))
+        for start in range(0, len(misses), self.decode_rows):
+            chunk = misses[start:start + self.decode_rows]
             result = think_and_embed(
-                self.model, [prompt_ids[i] for i, _ in misses], settings=self._generation,
+                self.model, [prompt_ids[i] for i, _ in chunk], settings=self._generation,
                 pad_id=self.tokenizer.pad_token_id, eos_id=self.builder.eos_id, emb_id=self.builder.emb_id,
                 suppress_ids=self.special_token_ids,
-                row_seeds=[row_seed(self._generation.seed, queries[i], str(k)) for i, k in misses],
+                row_seeds=[row_seed(self._generation.seed, queries[i], str(k)) for i, k in chunk],
             )
             texts = self.tokenizer.batch_decode(result.thought_ids, skip_special_tokens=True)
-            for (i, k), e, text in zip(misses, result.embeddings, texts):
+            for (i, k), e, text in zip(chunk, result.embeddings, texts):
                 vectors[i, k], thoughts[i][k] = e, text
             self.stats["generate_calls"] += 1
-            self.stats["thoughts_generated"] += len(misses)
+            self.stats["thoughts_generated"] += len(chunk)
             self.stats["generated_tokens"] += result.generated_tokens
+            if bar is not None:
+                bar.update(len(chunk))
+                elapsed = max(bar.format_dict.get("elapsed", 0.0), 1e-6)
+                bar.set_postfix(tokens_per_s=f"{(self.stats['generated_tokens'] - bar.tokens_before) / elapsed:.0f}")
             if cache is not None:
                 vecs = result.embeddings.cpu().numpy()
                 cache.put_many([(keys[i][k], queries[i], k, CachedThought(text, ids, vec))
-                                for (i, k), text, ids, vec in zip(misses, texts, result.thought_ids, vecs)])
+                                for (i, k), text, ids, vec in zip(chunk, texts, result.thought_ids, vecs)])
+        if bar is not None:
+            bar.close()
         embeddings = F.normalize(vectors.mean(dim=1), dim=-1)
         if samples < self.num_thoughts:  # greedy: the K thoughts are one thought repeated
             thoughts = [row * self.num_thoughts for row in thoughts]
@@ -384,7 +465,7 @@ def _load_weights(local: str, model_kwargs: dict):
     """The causal LM of a model folder; a corrupt weight file is reported with its path."""
     try:
         return AutoModelForCausalLM.from_pretrained(local, **model_kwargs)
-    except (OSError, ValueError, RuntimeError) as err:
+    except Exception as err:  # safetensors raises its own SafetensorError
         if "safetensor" in str(err).lower() or "header" in str(err).lower() or "deserializ" in str(err).lower():
             raise ValueError(f"{os.path.join(local, 'model.safetensors')}: cannot be read ({err}); the file is "
                              f"corrupt or truncated") from err

@@ -300,7 +300,7 @@ def synthesize(records: Iterable[dict], backend: GenerationBackend, output: str 
                 "few_shot": examples.fingerprint() if examples is not None and prompt.num_examples else None}
     report = SynthesisReport(output=output, failures_file=failures_path(output))
     started = time.perf_counter()
-    with JsonlWriter(output, overwrite=overwrite) as writer:
+    with JsonlWriter(output, overwrite=overwrite, inputs=[getattr(records, "path", None)]) as writer:
         _check_resume(writer, settings)
         failures = JsonlWriter(report.failures_file, overwrite=True)
         try:

@@ -358,7 +358,7 @@ def vote(records: Iterable[dict], members: Sequence[CommitteeMember], output: st
     report = VoteReport(output=output, quality={n: {"baseline": 0.0, "candidates": 0.0, "winner": 0.0} for n in names})
 
     started = time.perf_counter()
-    with JsonlWriter(output, overwrite=overwrite) as writer:
+    with JsonlWriter(output, overwrite=overwrite, inputs=[getattr(records, "path", None)]) as writer:
         if writer.existing:
             previous = writer.existing[0]
             if previous.get("committee") != names or (previous.get("votes") or {}).get("method") != method:

@@ -19,7 +19,7 @@ from datasets import Dataset
 
 from o1_embedder.data.records import RecordFile, Stage
 
-COLUMNS = ["query", "positive", "negatives", "thought"]
+COLUMNS = ["anchor", "positive", "negatives", "thought"]
 SCORE_COLUMN = "teacher_scores"
 
 
@@ -27,23 +27,27 @@ class TrainingDataError(ValueError):
     """Training records that cannot be turned into a dataset (e.g. teacher scores on only some records)."""
 
 
-def read_records(path: str | os.PathLike) -> list[dict]:
+def read_records(path: str | os.PathLike, require_negatives: bool = False) -> list[dict]:
     """Validated reference-format records (see :class:`o1_embedder.data.records.RecordFile`).
 
     ``thought`` is optional: a record without it is trained in the no-thought format. A present but
-    empty thought is an error (it is what a failed synthesis looks like), so is a missing file.
+    empty thought is an error (it is what a failed synthesis looks like), so is a missing file. With
+    ``require_negatives`` every record needs a non-empty ``neg`` (training with hard negatives), checked
+    here with file and line rather than when a batch reaches the record.
     """
-    return list(RecordFile(path, Stage.BASE))
+    return list(RecordFile(path, Stage.MINED if require_negatives else Stage.BASE))
 
 
 def records_to_dataset(records: list[dict]) -> Dataset:
-    """One row per record: its first positive, all negatives, its thought and (if given) teacher scores."""
+    """One row per record in Sentence-Transformers' column order: ``anchor`` (the query), ``positive`` (its first
+    positive), ``negatives`` (all of them, sampled per batch by the collator), ``thought`` and, if given,
+    ``teacher_scores``."""
     with_scores = all("pos_scores" in r for r in records)
     if any("pos_scores" in r for r in records) and not with_scores:
         raise TrainingDataError("teacher scores are given for some records but not all")
     rows = {column: [] for column in COLUMNS + ([SCORE_COLUMN] if with_scores else [])}
     for r in records:
-        rows["query"].append(r["query"])
+        rows["anchor"].append(r["query"])
         rows["positive"].append(r["pos"][0])
         rows["negatives"].append(list(r.get("neg", [])))
         rows["thought"].append(r.get("thought") or "")
@@ -52,6 +56,6 @@ def records_to_dataset(records: list[dict]) -> Dataset:
     return Dataset.from_dict(rows)
 
 
-def load_training_data(path: str | os.PathLike) -> Dataset:
+def load_training_data(path: str | os.PathLike, require_negatives: bool = False) -> Dataset:
     """Read and validate a reference-format jsonl file into a ``datasets.Dataset``."""
-    return records_to_dataset(read_records(path))
+    return records_to_dataset(read_records(path, require_negatives))

@@ -70,6 +70,7 @@ class JointLoss(nn.Module):
 
     def forward(self, features: list[dict[str, torch.Tensor]], labels: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:
+        check_features(features)
         query = self.model(features[0])
         passages = [self.model(f)["sentence_embedding"] for f in features[1:]]
         losses = self.score(query["sentence_embedding"], passages, labels)
@@ -83,13 +84,14 @@ class JointLoss(nn.Module):
 
     def score(self, q: torch.Tensor, passages: list[torch.Tensor], labels: torch.Tensor | None
               ) -> dict[str, torch.Tensor]:
-        """The embedding terms: weighted InfoNCE (and KL distillation) from query and passage embeddings."""
+        """The embedding terms: weighted InfoNCE (and KL distillation) from query and passage embeddings.
+
+        ``passages`` are the positives, then one tensor per negative column (the j-th negative of every query).
+        """
         batch = q.shape[0]
         positives = passages[0]
-        negatives = passages[1] if len(passages) > 1 else positives[:0]
-        per_query = negatives.shape[0] // batch if batch else 0
-        # Column layout: all positives, then all negatives (row-major per query).
-        docs = torch.cat([positives, negatives], dim=0)
+        # Column layout: all positives, then the first negative of every query, then the second, ...
+        docs = torch.cat(passages, dim=0)
         offset = 0
         if self.cross_device_negatives:
             docs, offset = _gather_with_grad(docs)
@@ -98,12 +100,23 @@ class JointLoss(nn.Module):
         targets = torch.arange(batch, device=q.device) + offset
         losses = {"contrastive": self.contrastive_weight * F.cross_entropy(scores, targets)}
         if self.distillation_weight > 0 and labels is not None:
-            group = torch.cat([positives.unsqueeze(1), negatives.view(batch, per_query, -1)], dim=1)
+            group = torch.stack(passages, dim=1)  # (batch, 1 + negatives, hidden)
             student = torch.einsum("bh,bgh->bg", q, group) / self.temperature
             teacher = F.softmax(labels.to(student.dtype) / self.teacher_temperature, dim=-1)
             losses["distillation"] = self.distillation_weight * F.kl_div(
                 F.log_softmax(student, dim=-1), teacher, reduction="batchmean")
         return losses
+
+
+def check_features(features: list[dict[str, torch.Tensor]]) -> None:
+    """The joint loss reads what :class:`~o1_embedder.training.collator.JointCollator` builds; say so otherwise."""
+    if len(features) < 2:
+        raise ValueError(f"JointLoss needs a query and a positive (and optional negatives), got {len(features)} "
+                         f"input column(s)")
+    if "labels" not in features[0]:
+        raise ValueError("JointLoss needs batches from JointCollator (query + thought sequences with thought "
+                         "labels): pass data_collator=JointCollator(model[0]) or use JointTrainer; for a plain "
+                         "contrastive loss use a Sentence-Transformers loss such as MultipleNegativesRankingLoss")
 
 
 class CachedJointLoss(JointLoss):
@@ -137,6 +150,7 @@ class CachedJointLoss(JointLoss):
                 ) -> dict[str, torch.Tensor]:
         from sentence_transformers.base.losses.gradcache import RandContext, _create_minibatch
 
+        check_features(features)
         thought_tokens = int((features[0]["labels"][:, 1:] != -100).sum()) if "labels" in features[0] else 0
         reps, states, generation = [], [], torch.zeros((), device=features[0]["input_ids"].device)
         with torch.no_grad():

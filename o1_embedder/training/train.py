@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,38 +21,66 @@ import torch
 logger = logging.getLogger(__name__)
 
 
+def _opt(default, help: str):
+    """A dataclass field with its command-line help (``o1-embedder train`` options are generated from these)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    data: str
-    output: str
-    model: str = "o1-embedder"          # an o1-embedder model folder / hub id, or the embedded default
-    backbone: str | None = None         # or a plain causal LM to start from (special tokens added)
-    lora: bool = True
-    lora_r: int = 32
-    lora_alpha: int = 64
-    lora_dropout: float = 0.05
-    epochs: float = 1.0
-    max_steps: int = -1
-    learning_rate: float = 1e-4
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    num_negatives: int = 7
-    temperature: float = 0.02
-    contrastive_weight: float = 0.8
-    generation_weight: float = 0.2
-    distillation_weight: float = 0.0
-    cached_mini_batch_size: int | None = None  # GradCache-style loss with this mini-batch size
-    thought_dropout: float = 0.1
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    seed: int = 42
-    logging_steps: int = 10
-    warmup_ratio: float = 0.0  # fraction of the steps (given to the trainer as a float warmup_steps)
-    max_passage_tokens: int | None = None  # truncate passages in training only (the saved model keeps its own)
-    max_thought_tokens: int | None = None  # truncate thoughts in training (default: the model's max_new_tokens)
-    save_steps: int = 0                 # keep a checkpoint every N steps in OUTPUT.checkpoints/ (0: none)
-    resume: bool = False                # continue from the latest checkpoint in OUTPUT.checkpoints/
-    adapter_output: str | None = None   # also save the LoRA adapter (peft layout, safetensors) here
+    """Everything ``o1-embedder train`` can set; each field is one command-line option."""
+
+    data: str = field(metadata={"help": "training records (JSON lines: query, pos, neg, thought [, pos_scores, "
+                                        "neg_scores])", "positional": True})
+    output: str = field(metadata={"help": "folder for the trained (merged) model"})
+    model: str = _opt("o1-embedder", "o1-embedder model folder or hub id to start from (default: the embedded one)")
+    backbone: str | None = _opt(None, "start from a plain causal LM instead (hub id or folder; special tokens added)")
+    lora: bool = field(default=True, metadata={"help": "train LoRA adapters and the special-token rows",
+                                               "no_help": "full fine-tuning of every weight instead of LoRA"})
+    lora_r: int = _opt(32, "LoRA rank")
+    lora_alpha: int = _opt(64, "LoRA alpha")
+    lora_dropout: float = _opt(0.05, "LoRA dropout")
+    epochs: float = _opt(1.0, "passes over the data")
+    max_steps: int = _opt(-1, "stop after this many optimizer steps (-1: by epochs)")
+    learning_rate: float = _opt(1e-4, "peak learning rate")
+    warmup_ratio: float = _opt(0.0, "fraction of the steps with a linear warmup")
+    batch_size: int = _opt(8, "queries per batch and process")
+    gradient_accumulation_steps: int = _opt(1, "batches per optimizer step")
+    num_negatives: int = _opt(7, "hard negatives per query (0: in-batch negatives only)")
+    temperature: float = _opt(0.02, "InfoNCE temperature")
+    contrastive_weight: float = _opt(0.8, "weight of the contrastive term")
+    generation_weight: float = _opt(0.2, "weight of the thought cross-entropy term")
+    distillation_weight: float = _opt(0.0, "weight of KL distillation from the records' teacher scores")
+    cached_mini_batch_size: int | None = _opt(None, "GradCache-style loss: encode in mini-batches of this size "
+                                                    "(large batches on small memory)")
+    thought_dropout: float = _opt(0.1, "probability of training a query without its thought")
+    max_passage_tokens: int | None = _opt(None, "truncate passages in training only (the saved model keeps its own)")
+    max_thought_tokens: int | None = _opt(None, "truncate thoughts in training (default: the model's max_new_tokens)")
+    bf16: bool = _opt(False, "train in bfloat16")
+    gradient_checkpointing: bool = _opt(False, "recompute activations in the backward pass (less memory)")
+    seed: int = _opt(42, "seed of LoRA initialisation, data order, negatives and thought dropout")
+    logging_steps: int = _opt(10, "log every N steps")
+    report_to: str = _opt("none", "where the trainer reports: none, tensorboard, wandb, ... (comma separated)")
+    eval_data: str | None = _opt(None, "held-out records (same format): nDCG@10 without thinking during training")
+    eval_steps: int = _opt(50, "evaluate the held-out records every N steps")
+    save_steps: int = _opt(0, "keep a checkpoint every N steps in OUTPUT.checkpoints/ (0: none)")
+    resume: bool = _opt(False, "continue from the latest checkpoint in OUTPUT.checkpoints/")
+    adapter_output: str | None = _opt(None, "also save the LoRA adapter (peft layout, safetensors) here")
+    force: bool = _opt(False, "replace an OUTPUT folder that is not an o1-embedder model folder")
+
+    def __post_init__(self) -> None:
+        for name in ("lora_r", "lora_alpha", "batch_size", "gradient_accumulation_steps", "logging_steps",
+                     "eval_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_negatives", "save_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("thought_dropout", "warmup_ratio", "lora_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.epochs <= 0 or self.temperature <= 0:
+            raise ValueError("learning_rate, epochs and temperature must be > 0")
 
 
 def _rank() -> int:
@@ -83,7 +111,17 @@ def train(config: TrainConfig) -> TrainResult:
         raise ValueError("adapter_output needs LoRA training (lora=True)")
     from transformers import set_seed
 
-    dataset = load_training_data(config.data)
+    from o1_embedder.model.loading import check_model_target
+
+    starts = (config.model if os.path.isdir(str(config.model)) else None,
+              config.backbone if config.backbone and os.path.isdir(config.backbone) else None)
+    check_model_target(config.output, force=config.force, inputs=starts)  # before any work, not after training
+    dataset = load_training_data(config.data, require_negatives=config.num_negatives > 0)
+    evaluator = None
+    if config.eval_data:  # validated before the model is loaded, like the training data
+        from o1_embedder.training.evaluator import heldout_evaluator
+
+        evaluator = heldout_evaluator(config.eval_data)
     set_seed(config.seed)  # LoRA's initial matrices come from the global RNG: a run is reproducible in any process
     model = load_for_training(config)
     module = model[0]
@@ -104,14 +142,17 @@ def train(config: TrainConfig) -> TrainResult:
         max_steps=config.max_steps, learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps, warmup_steps=config.warmup_ratio,
         bf16=config.bf16,
-        seed=config.seed, logging_steps=config.logging_steps, report_to=[],
+        seed=config.seed, logging_steps=config.logging_steps,
+        report_to=[] if config.report_to in ("", "none") else [r.strip() for r in config.report_to.split(",")],
+        eval_strategy="steps" if config.eval_data else "no", eval_steps=config.eval_steps,
         save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
         dataloader_drop_last=distributed, use_cpu=not torch.cuda.is_available(),
         ddp_find_unused_parameters=False if distributed else None,
         **({"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
            if config.gradient_checkpointing else {}),
     )
-    trainer = JointTrainer(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator)
+    trainer = JointTrainer(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator,
+                           evaluator=evaluator)
     checkpoint = latest_checkpoint(args.output_dir) if config.resume else None
     if checkpoint:
         print(f"resuming from {checkpoint}", flush=True)
@@ -125,7 +166,7 @@ def train(config: TrainConfig) -> TrainResult:
             save_adapter(model, config.adapter_output)
         if config.lora:
             merge_lora(model)
-        save_model(model, output)
+        save_model(model, output, force=config.force, inputs=starts)
         staging = output / ".training_config.json.tmp"
         staging.write_text(json.dumps(asdict(config), indent=2) + "\n")
         os.replace(staging, output / "training_config.json")

@@ -1,4 +1,8 @@
-"""``JointTrainer``: ``SentenceTransformerTrainer`` with checkpoints of what is trained and a non-finite guard.
+"""``JointTrainer``: ``SentenceTransformerTrainer`` for o1-embedder models.
+
+* **Routing**: with Sentence-Transformers' own collator (any plain loss, e.g. ``MultipleNegativesRankingLoss``),
+  a column the ``router_mapping`` does not name is embedded as a query when it comes first (the anchor)
+  and as a document otherwise, as at inference; queries never think in training (no-thought format).
 
 * **Checkpoints** hold the trainable parameters only (``trainable.safetensors``: the LoRA matrices and
   special-token rows under LoRA, every weight in full fine-tuning), next to the optimizer, scheduler,
@@ -16,6 +20,7 @@ import os
 
 import torch
 from sentence_transformers import SentenceTransformerTrainer
+from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
 
 TRAINABLE_FILE = "trainable.safetensors"
 
@@ -24,8 +29,21 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class QueryFirstDataCollator(SentenceTransformerDataCollator):
+    """Sentence-Transformers' collator with o1-embedder routing: unless ``router_mapping`` names a column, the
+    first column is embedded as a query, the others as documents."""
+
+    def _get_task_for_column(self, column_name: str, column_position: int, router_mapping: dict[str, str]):
+        task = super()._get_task_for_column(column_name, column_position, router_mapping)
+        if task is None:
+            return "query" if column_position == 0 else "document"
+        return task
+
+
 class JointTrainer(SentenceTransformerTrainer):
     """The Sentence-Transformers trainer for o1-embedder models (see the module docstring)."""
+
+    data_collator_class = QueryFirstDataCollator
 
     def _trainable(self) -> dict[str, torch.Tensor]:
         model = getattr(self.model, "_orig_mod", self.model)

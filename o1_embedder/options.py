@@ -1,0 +1,78 @@
+"""Command-line options generated from settings dataclasses, so an option can never drift from its field.
+
+Each field becomes ``--field-name`` with its type, default and help (``field(metadata={"help": ...})``);
+a ``bool`` field that defaults to True becomes ``--no-field-name`` (help from ``metadata["no_help"]``); a field whose metadata says
+``positional`` becomes a positional argument; a field without a default is a required option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any
+
+__all__ = ["HelpFormatter", "add_dataclass_options", "dataclass_from_args"]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` where it tells something: not for switches, ``None`` or help that names its default."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if action.default in (None, argparse.SUPPRESS, True, False) or "default" in help_text.lower() \
+                or action.nargs == 0:
+            return help_text
+        return super()._get_help_string(action)
+
+
+def _base_type(hint) -> type:
+    """``int | None`` -> ``int``; ``float`` -> ``float``; ``list[str]`` -> ``list``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return _base_type(args[0])
+    if typing.get_origin(hint) is list:
+        return list
+    return hint
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls,
+                          skip: tuple[str, ...] = (), overrides: dict[str, dict[str, Any]] | None = None) -> None:
+    """Add one option per field of the dataclass ``cls`` (see the module docstring).
+
+    ``overrides`` maps a field name to extra ``add_argument`` keywords (``choices``, ``type`` ...).
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kind = _base_type(hints[f.name])
+        help_text = f.metadata.get("help", "")
+        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        extra = dict((overrides or {}).get(f.name, {}))
+        flag = "--" + f.name.replace("_", "-")
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, help=help_text, **extra)
+        elif kind is bool:
+            if default is True:
+                parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
+                                    help=f.metadata.get("no_help", help_text), **extra)
+            else:  # False, or None for "keep what the model says"
+                parser.add_argument(flag, dest=f.name, action="store_const", const=True, default=default,
+                                    help=help_text, **extra)
+        elif kind is list:
+            parser.add_argument(flag, dest=f.name, nargs="*", default=default, help=help_text, **extra)
+        else:
+            extra.setdefault("type", kind if kind in (int, float, str) else str)
+            parser.add_argument(flag, dest=f.name, default=default, required=not has_default,
+                                help=help_text + ("" if has_default else " (required)"), **extra)
+
+
+def dataclass_from_args(cls, args: argparse.Namespace, **changes):
+    """An instance of ``cls`` from the parsed options of :func:`add_dataclass_options` (plus ``changes``)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**values, **changes})

@@ -1,0 +1,238 @@
+"""Batching across requests: one model thread runs the texts of all concurrent requests together.
+
+Each request that needs the model becomes a :class:`Job` (its texts that the thought cache did not answer).
+The model thread waits until the oldest waiting text has waited ``window_s`` (or ``max_batch`` texts wait),
+then takes up to ``max_batch`` texts, one per job in turn (a request of 2,000 documents does not hold back a
+request of one query), and runs each kind of work (thinking queries; documents and queries without a thought)
+in one model call. Concurrent clients' queries so share decoding steps.
+
+Results reach the asyncio loop through ``call_soon_threadsafe``: the loop never blocks on the model. A batch
+that raises fails only the jobs that had texts in it. Every job ends exactly once: with its vectors, with an
+error, or cancelled by its request (timeout, client gone), after which its remaining texts are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from o1_embedder.serving.runner import THINK, ModelRunner, Prepared
+
+__all__ = ["BatchFailed", "Batcher", "Job", "QueueFull", "ShuttingDown"]
+
+logger = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """More texts wait for the model than the server accepts; the request is refused (retry later)."""
+
+
+class ShuttingDown(Exception):
+    """The server is shutting down and takes no more work, or stopped before this request's turn came."""
+
+
+class BatchFailed(Exception):
+    """The model call for a batch that held some of this request's texts raised."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's texts that need the model; ``prepared.vectors`` is filled in as batches finish."""
+
+    prepared: Prepared
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    arrival: float
+    todo: list[int]
+    scheduled: int = 0
+    remaining: int = field(init=False)
+    settled: bool = False
+
+    def __post_init__(self) -> None:
+        self.remaining = len(self.todo)
+
+    @property
+    def unscheduled(self) -> int:
+        return len(self.todo) - self.scheduled
+
+
+class Batcher:
+    """The queue of jobs and the one thread that runs the model on them."""
+
+    def __init__(self, runner: ModelRunner, *, window_s: float, max_batch: int, max_queued: int):
+        self._runner = runner
+        self._window_s = window_s
+        self._max_batch = max_batch
+        self._max_queued = max_queued
+        self._cond = threading.Condition()  # guards every field below (an RLock: settling may nest)
+        self._jobs: deque[Job] = deque()    # jobs with texts not yet taken into a batch
+        self._live: set[Job] = set()        # jobs not settled yet
+        self._queued = 0                    # texts not yet taken into a batch
+        self._accepting = True
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.stats = {"batches": 0, "think_batches": 0, "embed_batches": 0, "failed_batches": 0, "texts_run": 0,
+                      "largest_batch": 0}
+
+    # ------------------------------------------------------------------------------ asyncio side
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="o1-embedder-model", daemon=True)
+            self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._live)
+
+    def submit(self, prepared: Prepared) -> Job:
+        """Queue the texts of ``prepared`` that have no vector yet; await ``job.future`` for all vectors.
+
+        Raises :class:`ShuttingDown` or :class:`QueueFull` when the work is refused. Must run on the event loop.
+        """
+        loop = asyncio.get_running_loop()
+        todo = prepared.missing
+        if not todo:  # nothing for the model: done at once
+            job = Job(prepared, loop.create_future(), loop, time.monotonic(), todo, settled=True)
+            job.future.set_result(list(prepared.vectors))
+            return job
+        with self._cond:
+            if not self._accepting:
+                raise ShuttingDown("the server is shutting down")
+            if self._queued + len(todo) > self._max_queued:
+                raise QueueFull(f"{self._queued} texts are waiting for the model (limit {self._max_queued}); "
+                                f"retry later")
+            job = Job(prepared, loop.create_future(), loop, time.monotonic(), todo)
+            self._jobs.append(job)
+            self._live.add(job)
+            self._queued += len(todo)
+            self._cond.notify_all()
+        job.future.add_done_callback(lambda f: self.cancel(job) if f.cancelled() else None)
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """The request no longer waits (timeout, client gone): drop its texts that were not run yet."""
+        self._settle(job)
+
+    def refuse_new(self) -> None:
+        with self._cond:
+            self._accepting = False
+
+    def fail_pending(self, error: Exception) -> int:
+        """End every job not settled yet with ``error``; returns how many there were."""
+        with self._cond:
+            jobs = list(self._live)
+            for job in jobs:
+                self._settle(job, error=error)
+        return len(jobs)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Refuse new work, fail what is still queued, and stop the model thread (waiting up to ``timeout``)."""
+        self.refuse_new()
+        self.fail_pending(ShuttingDown("the server stopped before this request's turn came"))
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    # ---------------------------------------------------------------------------- either thread
+    def _settle(self, job: Job, vectors: list[np.ndarray] | None = None, error: Exception | None = None) -> None:
+        """End ``job`` once: with its vectors, with ``error``, or (neither) cancelled."""
+        with self._cond:
+            if job.settled:
+                return
+            job.settled = True
+            self._live.discard(job)
+            self._queued -= job.unscheduled
+            job.scheduled = len(job.todo)
+        if vectors is None and error is None:
+            return
+        try:
+            job.loop.call_soon_threadsafe(_resolve, job.future, vectors, error)
+        except RuntimeError:  # the event loop is closed: nobody waits any more
+            pass
+
+    # ---------------------------------------------------------------------------- model thread
+    def _work(self) -> None:
+        while True:
+            batch = self._collect()
+            if batch is None:
+                return
+            for kind in {job.prepared.kind: None for job, _ in batch}:
+                self._run(kind, [(job, i) for job, i in batch if job.prepared.kind == kind])
+
+    def _collect(self) -> list[tuple[Job, int]] | None:
+        """Wait for a batch: up to ``max_batch`` texts once the oldest has waited ``window_s``; ``None``: stop."""
+        with self._cond:
+            while True:
+                self._jobs = deque(job for job in self._jobs if not job.settled and job.unscheduled)
+                if not self._jobs:
+                    if self._stopping:
+                        return None
+                    self._cond.wait()
+                    continue
+                wait = min(job.arrival for job in self._jobs) + self._window_s - time.monotonic()
+                if wait <= 0 or self._queued >= self._max_batch or self._stopping:
+                    return self._take()
+                self._cond.wait(wait)
+
+    def _take(self) -> list[tuple[Job, int]]:
+        """Up to ``max_batch`` texts, one per job in turn (round robin), so large requests do not starve small."""
+        batch: list[tuple[Job, int]] = []
+        while self._jobs and len(batch) < self._max_batch:
+            job = self._jobs.popleft()
+            if job.settled or not job.unscheduled:
+                continue
+            batch.append((job, job.todo[job.scheduled]))
+            job.scheduled += 1
+            self._queued -= 1
+            if job.unscheduled:
+                self._jobs.append(job)
+        return batch
+
+    def _run(self, kind: str, items: list[tuple[Job, int]]) -> None:
+        """One model call for ``items``; on error, fail the jobs that had texts in it, and only those."""
+        items = [(job, i) for job, i in items if not job.settled]
+        if not items:
+            return
+        texts = [job.prepared.texts[i] for job, i in items]
+        payloads = [job.prepared.payloads[i] for job, i in items]
+        try:
+            vectors = self._runner.think(texts, payloads) if kind == THINK else self._runner.embed(payloads)
+            if len(vectors) != len(items):
+                raise RuntimeError(f"the model returned {len(vectors)} vectors for {len(items)} texts")
+        except Exception as err:  # noqa: BLE001 - any failure of the model call is this batch's failure alone
+            logger.exception("model call failed for a %s batch of %d texts", kind, len(items))
+            self.stats["failed_batches"] += 1
+            for job in dict.fromkeys(job for job, _ in items):
+                self._settle(job, error=BatchFailed(f"{type(err).__name__} in the model call for this batch"))
+            return
+        self.stats["batches"] += 1
+        self.stats[f"{kind}_batches"] += 1
+        self.stats["texts_run"] += len(items)
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(items))
+        for (job, i), vector in zip(items, vectors):
+            job.prepared.vectors[i] = vector
+            job.remaining -= 1
+            if job.remaining == 0:
+                self._settle(job, vectors=list(job.prepared.vectors))
+
+
+def _resolve(future: asyncio.Future, vectors: list[np.ndarray] | None, error: Exception | None) -> None:
+    """On the event loop: hand the outcome to the waiting request, unless it stopped waiting."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(vectors)

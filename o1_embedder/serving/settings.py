@@ -1,0 +1,91 @@
+"""Server settings: one dataclass, the single source of the defaults and of the ``serve`` command's options.
+
+Every field becomes an option of ``o1-embedder serve`` (``batch_window_ms`` -> ``--batch-window-ms``) with its
+``help`` text and default; fields marked with an ``env`` variable read it when the option is not given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["API_KEY_ENV", "INPUT_TYPES", "ServeSettings"]
+
+API_KEY_ENV = "O1_EMBEDDER_API_KEY"
+INPUT_TYPES = ("document", "query")
+
+
+def _option(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field with its command-line help (and optional ``choices``, ``env``, ``secret``)."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How ``o1-embedder serve`` listens, batches, limits and shuts down; ``None`` means "the model's own"."""
+
+    host: str = _option("127.0.0.1", "address to listen on (127.0.0.1: this machine only)")
+    port: int = _option(8000, "TCP port")
+    api_key: str | None = _option(None, "require 'Authorization: Bearer KEY' on /v1/* (default: "
+                                        "$O1_EMBEDDER_API_KEY, else none)", env=API_KEY_ENV, secret=True)
+    served_model_name: str | None = _option(None, "the name clients send as 'model' (default: the MODEL argument's "
+                                                  "folder name)")
+    batch_window_ms: float = _option(10.0, "how long the first waiting text waits for others to join its batch")
+    max_batch: int = _option(32, "texts per model call (generation and embedding batches alike)")
+    max_inputs: int = _option(2048, "inputs per request (OpenAI's own limit, so clients that chunk for it work)")
+    max_input_chars: int = _option(32768, "characters per input (texts are also truncated to the model's token "
+                                          "limits)")
+    max_request_bytes: int = _option(16 * 1024 * 1024, "request body size limit (413 beyond)")
+    max_queued: int = _option(8192, "texts waiting for the model, all requests together; beyond, requests are "
+                                    "refused with 503 until the queue drains")
+    request_timeout_s: float = _option(600.0, "a request not answered within this many seconds gets a 504")
+    shutdown_timeout_s: float = _option(30.0, "on shutdown, queued requests are still answered for this long, then "
+                                              "refused with 503")
+    default_input_type: str = _option("document", "input_type of requests that do not say (see the README: plain "
+                                                  "OpenAI clients send documents in bulk, and thinking costs)",
+                                      choices=INPUT_TYPES)
+    thought_cache: str | None = _option(None, "thought cache file, or 'off' (default: $O1_EMBEDDER_THOUGHT_CACHE, "
+                                              "else ~/.cache/o1_embedder/thoughts.sqlite)")
+    device: str | None = _option(None, "torch device for the model, e.g. cuda or cpu (default: as loaded)")
+    num_thoughts: int | None = _option(None, "thoughts per query K (default: the model's setting)")
+    max_new_tokens: int | None = _option(None, "thought length limit (default: the model's setting)")
+    greedy: bool = _option(False, "greedy decoding, one thought per query (default: the model's setting)")
+    log_level: str = _option("info", "server log level", choices=("critical", "error", "warning", "info", "debug"))
+
+    def __post_init__(self) -> None:
+        for name in ("port", "max_batch", "max_inputs", "max_input_chars", "max_request_bytes", "max_queued"):
+            _check_number(name, getattr(self, name), int, minimum=1 if name != "port" else 0)
+        for name in ("batch_window_ms", "request_timeout_s", "shutdown_timeout_s"):
+            _check_number(name, getattr(self, name), (int, float), minimum=0)
+        for name in ("num_thoughts", "max_new_tokens"):
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name), int, minimum=1)
+        if self.port > 65535:
+            raise ValueError(f"setting 'port' must be <= 65535, got {self.port}")
+        if self.request_timeout_s <= 0:
+            raise ValueError(f"setting 'request_timeout_s' must be > 0, got {self.request_timeout_s}")
+        if self.max_queued < self.max_inputs:
+            raise ValueError(f"setting 'max_queued' ({self.max_queued}) must be >= 'max_inputs' ({self.max_inputs}): "
+                             "a request of max_inputs texts must fit in the queue")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(f"setting {f.name!r} must be one of {list(choices)}, got {getattr(self, f.name)!r}")
+
+    @property
+    def batch_window_s(self) -> float:
+        return self.batch_window_ms / 1000.0
+
+    def __repr__(self) -> str:
+        """The settings without secrets (they end up in logs)."""
+        shown = {f.name: ("***" if f.metadata.get("secret") and getattr(self, f.name) else getattr(self, f.name))
+                 for f in fields(self)}
+        return f"ServeSettings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+def _check_number(name: str, value: Any, kind: type | tuple[type, ...], minimum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, kind):
+        expected = "an integer" if kind is int else "a number"
+        raise TypeError(f"setting {name!r} must be {expected}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"setting {name!r} must be >= {minimum}, got {value}")

@@ -1,0 +1,343 @@
+"""Fault injection: nothing lost, nothing poisoned, validation before work, a cache that never breaks encoding.
+
+Each test names the case it keeps fixed (numbers as in the fault report this suite answers).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import warnings
+
+import pytest
+import torch
+from conftest import DOCUMENTS, QUERIES
+from synth_helpers import FakeOpenAIServer, one_thread, records  # noqa: F401  (fixture)
+from test_training import make_records, write_jsonl
+
+from o1_embedder import ThoughtCache, build_model, load_model, save_model
+from o1_embedder.cli import main
+from o1_embedder.data import BeirFormatError, load_beir
+from o1_embedder.data.records import JsonlWriter, RecordFormatError
+from o1_embedder.generation.cache import ThoughtCacheWarning
+from o1_embedder.training import TrainConfig, train
+
+
+@pytest.fixture()
+def model(tiny_backbone):
+    m = build_model(str(tiny_backbone), num_thoughts=1, generation={"do_sample": False, "max_new_tokens": 4},
+                    max_query_tokens=16, max_document_tokens=24)
+    m[0].thought_cache = None
+    return m
+
+
+@pytest.fixture()
+def saved(model, tmp_path):
+    return save_model(model, tmp_path / "model")
+
+
+# ------------------------------------------------------------------------------- 1. saves never destroy
+def test_1_save_refuses_a_folder_it_did_not_write(model, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.md").write_text("my notes")
+    (folder / "data.csv").write_text("a,b")
+    with pytest.raises(FileExistsError, match="not an o1-embedder model folder.*data.csv, notes.md"):
+        save_model(model, folder)
+    assert (folder / "notes.md").read_text() == "my notes"
+    save_model(model, folder, force=True)  # explicit
+    assert (folder / "modules.json").exists() and not (folder / "notes.md").exists()
+
+
+def test_1_save_never_turns_a_file_into_a_folder(model, tmp_path):
+    target = tmp_path / "r.csv"
+    target.write_text("keep me")
+    for force in (False, True):
+        with pytest.raises(FileExistsError, match="not a folder"):
+            save_model(model, target, force=force)
+    assert target.read_text() == "keep me"
+
+
+def test_1_save_replaces_an_earlier_model_and_refuses_the_input(model, saved):
+    save_model(model, saved)  # an o1-embedder model folder: replaced
+    with pytest.raises(ValueError, match="also the input model"):
+        save_model(model, saved, inputs=(saved,))
+    assert (saved / "modules.json").exists()
+
+
+def test_1_train_output_checked_before_training(saved, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", make_records(4))
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.md").write_text("x")
+    started = time.perf_counter()
+    with pytest.raises(FileExistsError, match="notes.md"):
+        train(TrainConfig(data=str(data), output=str(occupied), model=str(saved), lora_r=4, num_negatives=1))
+    assert time.perf_counter() - started < 5  # refused up front, not after training
+    assert main(["convert", str(saved), str(tmp_path / "r.csv")]) == 0  # a new folder is fine
+    (tmp_path / "f.csv").write_text("x")
+    assert main(["convert", str(saved), str(tmp_path / "f.csv")]) == 2
+    assert (tmp_path / "f.csv").read_text() == "x"
+    assert main(["init", str(occupied)]) == 2 and (occupied / "notes.md").exists()
+
+
+# ------------------------------------------------------------------ 2. output equal to input: refused
+def test_2_output_equal_to_input_is_refused_even_with_overwrite(tmp_path, capsys):
+    same = write_jsonl(tmp_path / "same.jsonl", [{**r, "candidates": ["a", "b"]} for r in records(5)])
+    before = same.read_bytes()
+    for command in (["synth", str(same), "-o", str(same), "--overwrite", "--backend", "openai",
+                     "--base-url", "http://127.0.0.1:9/v1", "--model", "m"],
+                    ["vote", str(same), "-o", str(same), "--overwrite"],
+                    ["mine", str(same), "-o", str(same), "--overwrite"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "also the input" in err and "--overwrite" not in err.split("error:")[1]
+        assert same.read_bytes() == before
+
+
+# -------------------------------------------------------------- 3./4. validation before training
+def test_3_non_finite_teacher_scores_are_refused_with_file_and_line(saved, tmp_path):
+    rows = make_records(4, with_scores=True)
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:2])
+                    + json.dumps(rows[2]).replace('"neg_scores": [0.0', '"neg_scores": [NaN') + "\n")
+    with pytest.raises(RecordFormatError, match=r"d.jsonl:3: field 'neg_scores' holds a non-finite number"):
+        train(TrainConfig(data=str(path), output=str(tmp_path / "out"), model=str(saved), num_negatives=1,
+                          distillation_weight=0.5))
+    assert not (tmp_path / "out").exists()
+
+
+def test_4_a_record_without_negatives_is_found_before_training(saved, tmp_path):
+    rows = make_records(6)
+    del rows[4]["neg"]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(RecordFormatError, match=r"d.jsonl:5: missing field 'neg'"):
+        train(TrainConfig(data=str(path), output=str(tmp_path / "out"), model=str(saved), num_negatives=2))
+    # without hard negatives the same file trains
+    assert train(TrainConfig(data=str(path), output=str(tmp_path / "ok"), model=str(saved), num_negatives=0,
+                             max_steps=1, lora_r=4, batch_size=2)).path.exists()
+
+
+# ----------------------------------------------------------------- 5. the thought cache never breaks
+def _encode_with(model, cache):
+    model[0].thought_cache = cache
+    return model.encode_query(QUERIES[:2], convert_to_tensor=True)
+
+
+def _one_warning(record) -> str:
+    messages = [str(w.message) for w in record if issubclass(w.category, ThoughtCacheWarning)]
+    assert len(messages) == 1, messages
+    return messages[0]
+
+
+def test_5_corrupt_cache_file(model, tmp_path):
+    path = tmp_path / "thoughts.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    expected = _encode_with(model, None)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        cache = ThoughtCache(path)
+        first = _encode_with(model, cache)
+        again = _encode_with(model, cache)
+    assert str(path) in _one_warning(record)
+    assert torch.allclose(first, expected, atol=1e-5) and torch.allclose(again, expected, atol=1e-5)
+    assert model[0].stats["thoughts_from_cache"] == 2  # kept in memory
+
+
+def test_5_misplaced_cache_and_read_only_home(model, tmp_path, monkeypatch):
+    blocker = tmp_path / "home-is-a-file"
+    blocker.write_text("")
+    for path in (tmp_path, blocker / "cache" / "thoughts.sqlite"):  # a folder in its place; an impossible parent
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            out = _encode_with(model, ThoughtCache(path))
+        assert str(path) in _one_warning(record) and out.shape[0] == 2
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.delenv("O1_EMBEDDER_THOUGHT_CACHE", raising=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        cache = ThoughtCache.from_env()
+        assert _encode_with(model, cache).shape[0] == 2
+    _one_warning(record)
+
+
+def test_5_read_only_cache_still_serves_its_thoughts(model, tmp_path, monkeypatch):
+    path = tmp_path / "t.sqlite"
+    first = _encode_with(model, ThoughtCache(path))
+    calls = model[0].stats["generate_calls"]
+    real_connect = ThoughtCache._connect
+
+    def read_only(self, read_only=False):
+        if not read_only:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return real_connect(self, read_only=True)
+
+    monkeypatch.setattr(ThoughtCache, "_connect", read_only)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        cache = ThoughtCache(path)
+        again = _encode_with(model, cache)
+        other = model.encode_query(["a query that is not cached"], convert_to_tensor=True)
+    assert "cannot be written" in _one_warning(record)
+    assert torch.allclose(first, again, atol=1e-5) and model[0].stats["generate_calls"] == calls + 1
+    assert other.shape[0] == 1 and cache.in_memory
+
+
+def test_5_locked_cache(model, tmp_path):
+    path = tmp_path / "t.sqlite"
+    ThoughtCache(path)
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            out = _encode_with(model, ThoughtCache(path, timeout=0.05))
+        assert "locked" in _one_warning(record) and out.shape[0] == 2
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+# -------------------------------------------------------------------- 6. eval writes what it scored
+def test_6_eval_checks_output_first_and_reports_before_a_failing_comparison(saved, tmp_path, monkeypatch):
+    from o1_embedder.evaluation.job import EvalSettings, run_eval
+
+    target = tmp_path / "report.txt"
+    target.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        run_eval("cranfield", target, EvalSettings(model=str(saved), compare=[]))
+    out = tmp_path / "report"
+    settings = EvalSettings(model=str(saved), compare=["no-such-model-xyz"], max_queries=3, max_docs=40,
+                            cache_dir=str(tmp_path / "c"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="without these comparisons: no-such-model-xyz"):
+        run_eval("cranfield", out, settings, log=lambda *_: None)
+    report = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["o1-embedder (think)", "o1-embedder (no think)", "BM25"]
+
+
+# ------------------------------------------------------- 7. synthesis under a dead or slow server
+def test_7_dead_server_stops_the_run_with_one_message(tmp_path, capsys):
+    source = write_jsonl(tmp_path / "in.jsonl", records(40))
+    out = tmp_path / "out.jsonl"
+    started = time.perf_counter()
+    code = main(["synth", str(source), "-o", str(out), "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                 "--model", "m", "--max-retries", "0", "--timeout", "1", "--few-shot", "0", "--concurrency", "4"])
+    assert code == 2 and time.perf_counter() - started < 20
+    err = capsys.readouterr().err
+    assert "requests in a row failed" in err and err.count("error:") == 1
+
+
+def test_7_close_does_not_wait_for_requests_in_flight():
+    from o1_embedder.generation.backends import GenerationRequest, SamplingConfig
+    from o1_embedder.generation.openai_backend import OpenAIBackend
+
+    with FakeOpenAIServer(slow=("slow",), slow_seconds=8.0) as server:
+        backend = OpenAIBackend(server.url, model="fake-model", sampling=SamplingConfig(max_new_tokens=4),
+                                concurrency=2, timeout=30)
+        requests = [GenerationRequest([{"role": "user", "content": f"Query: slow {i}"}]) for i in range(4)]
+        results = []
+        thread = threading.Thread(target=lambda: results.extend(backend.generate_iter(requests)), daemon=True)
+        thread.start()
+        time.sleep(0.5)
+        started = time.perf_counter()
+        backend.close()  # what Ctrl-C does through the context manager
+        assert time.perf_counter() - started < 1.0
+
+
+def test_7_two_runs_never_write_the_same_output(tmp_path):
+    path = tmp_path / "out.jsonl"
+    with JsonlWriter(path):
+        with pytest.raises(RuntimeError, match="being written by another run"):
+            JsonlWriter(path)
+    with JsonlWriter(path) as again:  # released on close
+        again.write({"query_id": "a"})
+
+
+# -------------------------------------------------------------------------- 9./10. bad values
+def test_9_lone_surrogates_are_refused_where_they_enter(tmp_path, model):
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "a wing"}\n')
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "lift \\ud800 drag"}\n{"_id": "q2", "text": " "}\n')
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t99999999999999999999\n")
+    with pytest.raises(BeirFormatError) as err:
+        load_beir(folder)
+    message = str(err.value)
+    assert "queries.jsonl:1: field 'text' is not valid Unicode" in message
+    assert "queries.jsonl:2: field 'text' is empty" in message
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "lift"}\n')
+    with pytest.raises(BeirFormatError, match=r"test.tsv:2: score 99999999999999999999 is out of range"):
+        load_beir(folder)
+    with pytest.raises(ValueError, match=r"'bad \\ud800' is not valid Unicode"):
+        model.encode_query(["fine", "bad \ud800"])
+    records_path = tmp_path / "r.jsonl"
+    records_path.write_text('{"query": "q \\udc80", "pos": ["p"]}\n')
+    from o1_embedder.data.records import RecordFile
+
+    with pytest.raises(RecordFormatError, match="r.jsonl:1: field 'query' is not valid Unicode"):
+        RecordFile(records_path)
+
+
+def test_9_settings_types_and_ranges(model, saved):
+    with pytest.raises((TypeError, ValueError), match="max_seq_length"):
+        model.max_seq_length = 0
+    config_path = saved / "o1_embedder_config.json"
+    config = json.loads(config_path.read_text())
+    for key, value, message in (("num_thoughts", "3", "num_thoughts"), ("num_thoughts", 2.5, "num_thoughts"),
+                                ("generation", {**config["generation"], "do_sample": "no"}, "do_sample")):
+        config_path.write_text(json.dumps({**config, key: value}))
+        with pytest.raises(ValueError, match=f"o1_embedder_config.json: .*{message}"):
+            load_model(str(saved))
+    config_path.write_text("{not json")
+    with pytest.raises(ValueError, match="o1_embedder_config.json"):
+        load_model(str(saved))
+
+
+def test_10_corrupt_weights_and_modules_name_the_file(saved):
+    weights = saved / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    with pytest.raises((ValueError, OSError), match="model.safetensors"):
+        load_model(str(saved))
+
+
+def test_10_invalid_modules_json_names_the_file(saved):
+    (saved / "modules.json").write_text("[{")
+    with pytest.raises(ValueError, match="modules.json"):
+        load_model(str(saved))
+
+
+def test_10_large_k_is_decoded_in_bounded_chunks(tiny_backbone):
+    m = build_model(str(tiny_backbone), num_thoughts=40, generation={"do_sample": True, "temperature": 1.0,
+                                                                      "max_new_tokens": 3, "seed": 1})
+    module = m[0]
+    module.thought_cache = None
+    module.decode_rows = 16
+    rows = []
+    from o1_embedder.model import module as module_file
+
+    real = module_file.think_and_embed
+
+    def spy(lm, prompts, **kwargs):
+        rows.append(len(prompts))
+        return real(lm, prompts, **kwargs)
+
+    module_file.think_and_embed = spy
+    try:
+        emb = m.encode_query(QUERIES[:2], convert_to_tensor=True)
+    finally:
+        module_file.think_and_embed = real
+    assert max(rows) <= 16 and sum(rows) == 80 and emb.shape[0] == 2
+    assert torch.isfinite(emb).all() and m.encode_document(DOCUMENTS).shape[0] == 3
+
+
+def test_9_task_names_cannot_leave_the_results_folder(tmp_path):
+    from o1_embedder.data import cranfield_path
+    from o1_embedder.evaluation.mteb import beir_task_class
+
+    for name in ("../escape", "a/b", "..", ".hidden"):
+        with pytest.raises(ValueError, match="plain name"):
+            beir_task_class(cranfield_path(), name=name)
+    assert beir_task_class(cranfield_path(), name="cranfield-local").metadata.name == "cranfield-local"

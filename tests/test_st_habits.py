@@ -1,0 +1,127 @@
+"""Sentence-Transformers habits: standard columns and losses, encode routing, errors that say what to do."""
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import DOCUMENTS, QUERIES
+from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+from test_training import features_of
+
+from o1_embedder import build_model
+from o1_embedder.training import JointCollator, JointLoss, JointTrainer
+
+ROWS = {"anchor": ["what is lift", "heat transfer at high speed"],
+        "positive": ["lift is a force on a wing", "heated wings at high speed"],
+        "negative": ["a slab in a tunnel", "pressure distribution"],
+        "thought": ["lift acts on wings", "heat flows"]}
+
+
+@pytest.fixture()
+def model(tiny_backbone):
+    m = build_model(str(tiny_backbone), num_thoughts=1, generation={"do_sample": False, "max_new_tokens": 6},
+                    max_query_tokens=16, max_document_tokens=24)
+    m[0].thought_cache = None
+    return m
+
+
+def _args(tmp_path, **kwargs):
+    return SentenceTransformerTrainingArguments(output_dir=str(tmp_path / "ckpt"), max_steps=1,
+                                                per_device_train_batch_size=2, report_to=[], save_strategy="no",
+                                                use_cpu=True, **kwargs)
+
+
+def _rows():
+    return [{k: v[i] for k, v in ROWS.items()} for i in range(2)]
+
+
+def test_plain_st_loss_trains_queries_in_the_query_format(model, tmp_path, caplog):
+    from datasets import Dataset
+
+    dataset = Dataset.from_dict({k: v for k, v in ROWS.items() if k != "thought"})
+    trainer = JointTrainer(model=model, args=_args(tmp_path), train_dataset=dataset,
+                           loss=MultipleNegativesRankingLoss(model))
+    model.train()
+    with caplog.at_level("WARNING"):
+        batch = trainer.data_collator([{k: v[i] for k, v in dataset.to_dict().items()} for i in range(2)])
+    builder = model[0].builder
+    anchors = batch["anchor_input_ids"][batch["anchor_attention_mask"].bool()].tolist()
+    expected = [t for seq in builder.query_without_thought(ROWS["anchor"]) for t in seq]
+    assert anchors == expected  # training-time anchor ids == inference ids (no thought)
+    positives = batch["positive_input_ids"][batch["positive_attention_mask"].bool()].tolist()
+    assert positives == [t for seq in builder.documents(ROWS["positive"]) for t in seq]
+    assert "training mode, where it never generates" in caplog.text  # the module would think: it says it won't
+    emb_row = model[0].model.get_input_embeddings().weight[model[0].builder.emb_id].detach().clone()
+    trainer.train()  # the step trains the model, <emb> row included
+    assert not torch.equal(model[0].model.get_input_embeddings().weight[model[0].builder.emb_id], emb_row)
+
+
+def test_stock_trainer_with_router_mapping_never_thinks_under_gradients(model, tmp_path):
+    from datasets import Dataset
+
+    dataset = Dataset.from_dict({k: v for k, v in ROWS.items() if k != "thought"})
+    trainer = SentenceTransformerTrainer(model=model, args=_args(tmp_path, router_mapping={"anchor": "query"}),
+                                         train_dataset=dataset, loss=MultipleNegativesRankingLoss(model))
+    before = model[0].stats["generate_calls"]
+    trainer.train()
+    assert model[0].stats["generate_calls"] == before
+
+
+def test_joint_loss_needs_the_joint_collator(model):
+    batch = JointTrainer.data_collator_class(preprocess_fn=model.preprocess)(_rows())
+    with pytest.raises(ValueError, match="JointCollator"):
+        JointLoss(model)(features_of(batch))
+    joint = JointCollator(model[0], thought_dropout=0.0)(_rows())
+    assert set(JointLoss(model)(features_of(joint))) == {"contrastive", "generation"}
+    assert "negative_1_input_ids" in joint  # one group per negative column, as Sentence-Transformers has
+
+
+def test_collator_checks_column_types(model):
+    bad = [{"anchor": "q", "positive": "p", "negatives": "one string"}]
+    with pytest.raises(TypeError, match="'negatives' must be a list"):
+        JointCollator(model[0])(bad)
+    with pytest.raises(TypeError, match="'positive' must be a string"):
+        JointCollator(model[0])([{"anchor": "q", "positive": ["p"]}])
+    listed = JointCollator(model[0], num_negatives=2)([{"anchor": "q", "positive": "p", "negatives": ["a", "b", "c"]}])
+    assert "negative_2_input_ids" in listed and "negative_3_input_ids" not in listed
+
+
+def test_encode_routing(model):
+    q = model.encode_query(QUERIES[:2], convert_to_tensor=True)
+    assert torch.allclose(model.encode(QUERIES[:2], prompt_name="query", convert_to_tensor=True), q, atol=1e-5)
+    d = model.encode_document(DOCUMENTS, convert_to_tensor=True)
+    assert torch.allclose(model.encode(DOCUMENTS, prompt_name="document", convert_to_tensor=True), d, atol=1e-5)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        plain = model.encode(DOCUMENTS, convert_to_tensor=True)
+        model.encode(DOCUMENTS, convert_to_tensor=True)
+    routed = [w for w in record if "embeds its inputs as documents" in str(w.message)]
+    assert len(routed) == 1 and torch.allclose(plain, d, atol=1e-5)
+    with pytest.raises(ValueError, match="token_embeddings"):
+        model.encode(DOCUMENTS, output_value="token_embeddings")
+
+
+def test_st_trainer_example_runs(tiny_backbone, tmp_path, capsys):
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_with_st_trainer.py"
+    spec = importlib.util.spec_from_file_location("st_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    for loss in ("joint", "mnrl"):
+        assert example.main(["--backbone", str(tiny_backbone), "--loss", loss, "--output", str(tmp_path / loss),
+                             "--train-queries", "8", "--max-steps", "2", "--batch-size", "4"]) == 0
+        assert (tmp_path / loss / "modules.json").exists()
+    assert "held-out nDCG@10" in capsys.readouterr().out
+
+
+def test_saved_folder_carries_a_real_model_card(model, tmp_path):
+    from o1_embedder import save_model
+
+    path = save_model(model, tmp_path / "my-o1-model")
+    card = (path / "README.md").read_text()
+    for needed in ("pip install o1-embedder", 'SentenceTransformer("my-o1-model", trust_remote_code=True)',
+                   "encode_query", "encode_document", "Thinking cost", "arXiv:2502.07555", "`num_thoughts` | `1`"):
+        assert needed in card, needed
+    assert "sentence_transformers_model_id" not in card
