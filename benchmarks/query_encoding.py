@@ -1,13 +1,19 @@
 """Query-encoding benchmark on the embedded default (SmolLM2-135M-Instruct), all ratios from one run.
 
-    python benchmarks/query_encoding.py [--queries 64] [--max-new-tokens 64] [--batch-size 16] [--docs 256]
+    python benchmarks/query_encoding.py [--queries 64] [--max-new-tokens 64] [--batch-size 64] [--docs 256] [--int8]
 
+0. the cost of thinking at the main job's settings (greedy, K=1, 64 new tokens): seconds per query with and
+   without thinking, their ratio next to the FLOP-based floor for the same token counts (a thinking query
+   processes prompt + thought + eos + <emb> tokens, a plain one prompt + <emb>; the LM head runs for every
+   generated token), and tokens per second in prefill (no-think queries) vs in decoding;
 1. one-pass (embedding read from generation's KV cache) vs two-pass (the reference approach: decode the
    thought, re-tokenise query + thought, re-encode the whole sequence); same thoughts, same seed;
 2. cached vs uncached (the thought cache on a repeated call);
 3. K=3 sampled thoughts vs K=1;
 4. document throughput vs a plain Sentence-Transformers ``Transformer`` + ``Pooling("lasttoken")`` model on the
-   same backbone and batch size.
+   same backbone and batch size;
+5. with ``--int8``: the same think / no-think times with int8 dynamic quantisation of the linear layers, and
+   how far its query embeddings move (cosine to the float ones).
 """
 
 from __future__ import annotations
@@ -66,6 +72,67 @@ def two_pass(module, queries, batch_size):
     return torch.cat(out)
 
 
+def flops_per_token(module) -> tuple[float, float]:
+    """(FLOPs of one token through the decoder, FLOPs of the LM head for one token): 2 x weights touched."""
+    lm = module.model
+    head = lm.get_output_embeddings().weight.numel()
+    body = sum(p.numel() for n, p in decoder_params(lm))
+    return 2.0 * body, 2.0 * head
+
+
+def decoder_params(lm):
+    """Weights a token passes through in the decoder (not the embedding lookup)."""
+    embed = lm.get_input_embeddings().weight
+    return [(n, p) for n, p in lm.get_decoder().named_parameters() if p.data_ptr() != embed.data_ptr()]
+
+
+def thinking_cost(model, queries, bs):
+    """Think vs no-think seconds per query at greedy K=1, next to the FLOP floor of the same token counts."""
+    module = model[0]
+    prompts = module.builder.query_prompts(queries)
+    model.encode_query(queries[:bs], batch_size=bs, think=False)  # warm-up
+    before = module.stats["generated_tokens"]
+    _, t_think = timed(lambda: model.encode_query(queries, batch_size=bs))
+    generated = module.stats["generated_tokens"] - before
+    _, t_plain = timed(lambda: model.encode_query(queries, batch_size=bs, think=False))
+    body, head = flops_per_token(module)
+    prompt_tokens = sum(len(p) for p in prompts)
+    plain_flops = body * (prompt_tokens + len(queries))
+    # thinking: prompt prefill, one decode step per generated token (+ the LM head), then eos and <emb>
+    think_flops = body * (prompt_tokens + generated + 2 * len(queries)) + head * (generated + len(queries))
+    prefill_rate = (prompt_tokens + len(queries)) / t_plain
+    decode_rate = generated / max(t_think - t_plain, 1e-9)
+    n = len(queries)
+    return [
+        ("think vs no-think per query, greedy K=1 (time ratio)", t_think / t_plain,
+         f"{t_think / n:.3f}s vs {t_plain / n:.3f}s per query; FLOP floor ratio {think_flops / plain_flops:.2f} "
+         f"({generated / n:.1f} generated tokens per query)"),
+        ("decode vs prefill tokens per second (ratio decode/prefill)", decode_rate / prefill_rate,
+         f"{decode_rate:.0f} vs {prefill_rate:.0f} tokens/s at batch {bs}"),
+    ]
+
+
+def int8_rows(model, queries, bs):
+    """Section 5: int8 dynamic quantisation, same queries, float vs int8 (the float numbers are re-measured)."""
+    module = model[0]
+    module.configure(num_thoughts=1, do_sample=False)
+    float_think = model.encode_query(queries, batch_size=bs, convert_to_tensor=True)
+    _, t_float = timed(lambda: model.encode_query(queries, batch_size=bs))
+    _, t_float_plain = timed(lambda: model.encode_query(queries, batch_size=bs, think=False))
+    module.quantize_int8()
+    int8_think = model.encode_query(queries, batch_size=bs, convert_to_tensor=True)
+    _, t_int8 = timed(lambda: model.encode_query(queries, batch_size=bs))
+    _, t_int8_plain = timed(lambda: model.encode_query(queries, batch_size=bs, think=False))
+    cos = torch.nn.functional.cosine_similarity(float_think, int8_think)
+    return [
+        ("int8 vs float, thinking (speed-up float/int8)", t_float / t_int8,
+         f"{t_float / len(queries):.3f}s vs {t_int8 / len(queries):.3f}s per query; query-embedding cosine "
+         f"float vs int8: mean {cos.mean():.3f}, min {cos.min():.3f}"),
+        ("int8 vs float, no thinking (speed-up float/int8)", t_float_plain / t_int8_plain,
+         f"{t_float_plain / len(queries):.3f}s vs {t_int8_plain / len(queries):.3f}s per query"),
+    ]
+
+
 def _ids(module):
     return {"pad_id": module.tokenizer.pad_token_id, "eos_id": module.builder.eos_id, "emb_id": module.builder.emb_id,
             "suppress_ids": module.special_token_ids}
@@ -75,8 +142,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=64, help="queries encoded together, as the eval job does")
     parser.add_argument("--docs", type=int, default=256)
+    parser.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantisation (section 5)")
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -90,6 +158,9 @@ def main(argv=None) -> int:
     bs = args.batch_size
     print(f"backbone: {default_backbone_path()}  queries={len(queries)} docs={len(docs)} batch={bs} "
           f"max_new_tokens={args.max_new_tokens} torch threads={torch.get_num_threads()}")
+
+    # 0. the cost of thinking at the main job's settings, vs the FLOP floor
+    think_rows = thinking_cost(model, queries, bs)
 
     # 1. one pass vs two passes, greedy K=1 (identical thoughts in both), alternated to share machine noise
     one, t_one = timed(lambda: one_pass(module, queries, bs))
@@ -127,7 +198,7 @@ def main(argv=None) -> int:
     _, t_doc = timed(lambda: model.encode_document(docs, batch_size=bs))
     _, t_plain = timed(lambda: plain.encode(docs, batch_size=bs))
 
-    rows = [
+    rows = think_rows + [
         ("one-pass vs two-pass query encoding (time ratio two/one)", t_two / t_one,
          f"{t_one:.1f}s vs {t_two:.1f}s (2 runs each); max |diff|={max_diff:.2e}, min cos={cos:.6f}"),
         ("cached vs uncached (speed-up uncached/cached)", t_fill / t_cached, f"{t_fill:.1f}s vs {t_cached:.2f}s"),
@@ -135,6 +206,8 @@ def main(argv=None) -> int:
         ("documents: o1-embedder vs Transformer+Pooling(lasttoken) (throughput ratio)", t_plain / t_doc,
          f"{len(docs) / t_doc:.1f} vs {len(docs) / t_plain:.1f} docs/s"),
     ]
+    if args.int8:
+        rows += int8_rows(model, queries, bs)
     print("\n| measure | ratio | detail |\n|---|---|---|")
     for name, ratio, detail in rows:
         print(f"| {name} | {ratio:.2f} | {detail} |")

@@ -91,13 +91,9 @@ def _nonnegative_float(value: str) -> float:
 
 def _corpus_texts(path: str) -> list[str]:
     """Passages of a BEIR folder (or 'cranfield'), or of a corpus.jsonl file (``_id``, ``text``, optional ``title``)."""
-    from pathlib import Path
+    from o1_embedder.data.beir import _read_jsonl, document_text, resolve_beir_path
 
-    from o1_embedder.data.beir import _read_jsonl, cranfield_path, document_text
-
-    source = Path(path)
-    if not source.exists() and path.lower() == "cranfield":
-        source = cranfield_path()
+    source = resolve_beir_path(path)
     if source.is_dir():
         source = source / "corpus.jsonl"
     if not source.is_file():

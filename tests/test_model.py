@@ -174,3 +174,21 @@ def test_sampled_thoughts_do_not_depend_on_the_batch(tiny_model):
     assert any(row[0] != row[1] for row in together)  # the K samples differ from each other
     module.configure(seed=8)
     assert module.think_and_embed(QUERIES)[1] != together
+
+
+def test_int8_mode_thinks_and_keeps_caches_apart(tiny_model, tmp_path):
+    from o1_embedder import ThoughtCache
+
+    module = tiny_model[0]
+    module.configure(num_thoughts=1, do_sample=False)
+    before = tiny_model.encode_query(QUERIES[:2], convert_to_tensor=True, think=False)
+    fingerprint = module.fingerprint()
+    module.quantize_int8()
+    assert module.fingerprint() != fingerprint
+    after = tiny_model.encode_query(QUERIES[:2], convert_to_tensor=True, think=False)
+    assert torch.nn.functional.cosine_similarity(before, after).min() > 0.9  # close, not equal
+    module.thought_cache = ThoughtCache(tmp_path / "t.sqlite")
+    thought = tiny_model.encode_query(QUERIES[:2], convert_to_tensor=True)
+    assert thought.shape == before.shape and torch.isfinite(thought).all()
+    with pytest.raises(ValueError, match="quantised module is not saved"):
+        save_model(tiny_model, tmp_path / "q")

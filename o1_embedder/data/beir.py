@@ -14,11 +14,12 @@ skipped (they hold no record).
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
+import os
 from pathlib import Path
-from typing import Iterator
+
+from .jsonl import MAX_PROBLEMS, FileFormatError, Problems, json_lines, text_lines
 
 __all__ = [
     "MAX_PROBLEMS",
@@ -31,43 +32,12 @@ __all__ = [
 ]
 
 #: At most this many problems of one file are listed in an error message (the rest are counted).
-MAX_PROBLEMS = 20
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
 
-class BeirFormatError(ValueError):
+class BeirFormatError(FileFormatError):
     """A BEIR file is malformed. ``problems`` holds every ``path:line: message`` found (up to the limit)."""
-
-    def __init__(self, path: Path, problems: list[str], total: int):
-        self.path = Path(path)
-        self.problems = list(problems)
-        self.total = total
-        lines = [f"{self.path}: {total} problem{'s' if total != 1 else ''} found"]
-        lines += [f"  {p}" for p in problems]
-        if total > len(problems):
-            lines.append(f"  ... and {total - len(problems)} more")
-        super().__init__("\n".join(lines))
-
-
-class _Problems:
-    """Collects ``path:line: message`` strings for one file, then raises them all at once."""
-
-    def __init__(self, path: Path, limit: int = MAX_PROBLEMS):
-        self.path = path
-        self.limit = limit
-        self.items: list[str] = []
-        self.total = 0
-
-    def add(self, line: int | None, message: str) -> None:
-        self.total += 1
-        if len(self.items) < self.limit:
-            where = f"{self.path}:{line}" if line is not None else str(self.path)
-            self.items.append(f"{where}: {message}")
-
-    def raise_if_any(self) -> None:
-        if self.total:
-            raise BeirFormatError(self.path, self.items, self.total)
 
 
 @dataclass
@@ -160,6 +130,14 @@ def cranfield_path() -> Path:
     return Path(__file__).resolve().parent.parent / "datasets" / "cranfield"
 
 
+def resolve_beir_path(name_or_path: str | os.PathLike) -> Path:
+    """A BEIR folder's path; ``cranfield`` names the copy shipped with the package unless a path of that name exists."""
+    path = Path(name_or_path)
+    if not path.exists() and str(name_or_path).lower() == "cranfield":
+        return cranfield_path()
+    return path
+
+
 def load_cranfield(split: str = "test") -> BeirDataset:
     """Load the shipped Cranfield collection (1,400 documents, 225 queries, 1,612 graded judgments)."""
     return load_beir(cranfield_path(), split=split, name="cranfield")
@@ -188,19 +166,6 @@ def load_beir(path: str | Path, split: str = "test", name: str | None = None) ->
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels, name=name or root.name, path=root, split=split)
 
 
-def _lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]]:
-    """Yield ``(1-based line number, text)`` of non-blank lines, reporting undecodable lines."""
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as err:
-                problems.add(number, f"not valid UTF-8 ({err.reason} at byte {err.start})")
-                continue
-            if line.strip():
-                yield number, line.rstrip("\r\n")
-
-
 def unencodable(text: str) -> str | None:
     """Why ``text`` cannot be written as UTF-8 (a lone surrogate from a ``\\ud800`` escape), or ``None``."""
     try:
@@ -217,15 +182,10 @@ GRADE_RANGE = (-(2**31), 2**31 - 1)
 def _read_jsonl(path: Path, optional_fields: tuple[str, ...], non_empty_text: bool = False) -> list[tuple[str, dict]]:
     """Records of a corpus or queries file as ``(id, record)``; ``_id`` and ``text`` are required strings
     (``text`` non-empty when ``non_empty_text``: a query without text cannot be scored)."""
-    problems = _Problems(path)
+    problems = Problems(path, BeirFormatError)
     records: list[tuple[str, dict]] = []
     first_line: dict[str, int] = {}
-    for number, line in _lines(path, problems):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            problems.add(number, f"malformed JSON ({err.msg} at column {err.colno})")
-            continue
+    for number, record in json_lines(path, problems):
         if not isinstance(record, dict):
             problems.add(number, f"expected a JSON object, got {type(record).__name__}")
             continue
@@ -267,11 +227,11 @@ def _read_jsonl(path: Path, optional_fields: tuple[str, ...], non_empty_text: bo
 
 def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, dict]) -> dict[str, dict[str, int]]:
     """Judgments as ``{query id: {document id: grade}}``; every id must exist, every pair appear once."""
-    problems = _Problems(path)
+    problems = Problems(path, BeirFormatError)
     qrels: dict[str, dict[str, int]] = {}
     first_line: dict[tuple[str, str], int] = {}
     header_seen = False
-    for number, line in _lines(path, problems):
+    for number, line in text_lines(path, problems):
         columns = line.split("\t")
         if not header_seen:
             header_seen = True

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write
-from .beir import MAX_PROBLEMS, BeirDataset, BeirFormatError, document_text, load_beir, unencodable
+from .beir import BeirDataset, BeirFormatError, document_text, load_beir, resolve_beir_path, unencodable
+from .jsonl import MAX_PROBLEMS, Problems, json_lines
 
 __all__ = [
     "JsonlWriter",
@@ -171,59 +172,27 @@ class RecordFile:
     def __repr__(self) -> str:
         return f"RecordFile({str(self.path)!r}, stage={self.stage.value}, records={self._count})"
 
-    def _lines(self) -> Iterator[tuple[int, str | None, str | None]]:
-        """``(line number, text, decode error)`` of non-blank lines."""
-        with open(self.path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-                except UnicodeDecodeError as err:
-                    yield number, None, f"not valid UTF-8 ({err.reason} at byte {err.start})"
-                    continue
-                if text.strip():
-                    yield number, text, None
-
     def _validate(self) -> int:
-        problems: list[str] = []
-        total = 0
+        problems = Problems(self.path, RecordFormatError)
         first_line: dict[str, int] = {}
-        count = 0
-
-        def add(number: int, message: str) -> None:
-            nonlocal total
-            total += 1
-            if len(problems) < MAX_PROBLEMS:
-                problems.append(f"{self.path}:{number}: {message}")
-
-        for number, text, error in self._lines():
-            if error:
-                add(number, error)
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                add(number, f"malformed JSON ({err.msg} at column {err.colno})")
-                continue
+        for number, record in json_lines(self.path, problems):
             found = validate_record(record, self.stage)
             for message in found:
-                add(number, message)
+                problems.add(number, message)
             if found:
                 continue
             record_id = _record_id(record)
             if record_id in first_line:
-                add(number, f"duplicate query_id {record_id!r} (first seen on line {first_line[record_id]})")
+                problems.add(number, f"duplicate query_id {record_id!r} (first seen on line {first_line[record_id]})")
                 continue
             first_line[record_id] = number
-            count += 1
-        if total:
-            raise RecordFormatError(self.path, problems, total)
-        if count == 0:
+        problems.raise_if_any()
+        if not first_line:
             raise RecordFormatError(self.path, [f"{self.path}: no records"], 1)
-        return count
+        return len(first_line)
 
     def __iter__(self) -> Iterator[dict]:
-        for _, text, _ in self._lines():
-            record = json.loads(text)
+        for _, record in json_lines(self.path, Problems(self.path, RecordFormatError)):
             if "query_id" not in record:
                 record = {"query_id": _record_id(record), **record}
             yield record
@@ -282,11 +251,7 @@ def resolve_source(source: str | os.PathLike, stage: Stage = Stage.BASE, *, spli
     is a folder, else ``None``. ``max_queries`` / ``max_docs`` subset a BEIR folder
     (:meth:`BeirDataset.subset`, seeded); ``split`` defaults to ``train`` when present, else ``test``.
     """
-    from .beir import cranfield_path
-
-    path = Path(source)
-    if not path.exists() and str(source).lower() == "cranfield":
-        path = cranfield_path()
+    path = resolve_beir_path(source)
     if path.is_dir():
         split = split or default_split(path)
         dataset = load_beir(path, split=split)

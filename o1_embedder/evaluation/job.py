@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from o1_embedder.data.beir import BeirDataset, cranfield_path, load_beir
+from o1_embedder.data.beir import BeirDataset, load_beir, resolve_beir_path
 from o1_embedder.evaluation.retrieval import evaluate_bm25, evaluate_dense, results_markdown, write_report
 from o1_embedder.evaluation.significance import paired_comparisons
 from o1_embedder.generation.cache import default_cache_dir
@@ -23,10 +23,7 @@ MINILM = "all-MiniLM-L6-v2"
 
 def resolve_dataset(name_or_path: str | os.PathLike, split: str = "test") -> BeirDataset:
     """A BEIR folder, or ``cranfield`` for the copy shipped with the package."""
-    path = Path(name_or_path)
-    if not path.exists() and str(name_or_path).lower() == "cranfield":
-        path = cranfield_path()
-    return load_beir(path, split=split)
+    return load_beir(resolve_beir_path(name_or_path), split=split)
 
 
 def load_comparison_model(name: str):
@@ -60,7 +57,8 @@ class EvalSettings:
     max_docs: int | None = _opt(None, "keep the judged documents plus a sample up to this many")
     split: str = _opt("test", "qrels split")
     seed: int = _opt(0, "subset sampling seed")
-    batch_size: int = _opt(16, "encoding batch size")
+    batch_size: int = _opt(16, "document encoding batch size")
+    query_batch_size: int = _opt(64, "queries encoded together (thinking queries share decoding steps)")
     num_thoughts: int | None = _opt(None, "thoughts per query K (default: the model's setting)")
     max_new_tokens: int | None = _opt(None, "thought length limit (default: the model's setting)")
     greedy: bool | None = _opt(None, "greedy decoding, one thought (default: the model's setting)")
@@ -68,7 +66,7 @@ class EvalSettings:
     cache_dir: str | None = _opt(None, "corpus-embedding cache (default: ~/.cache/o1_embedder/embeddings)")
 
     def __post_init__(self) -> None:
-        for name in ("max_queries", "max_docs", "batch_size", "num_thoughts", "max_new_tokens",
+        for name in ("max_queries", "max_docs", "batch_size", "query_batch_size", "num_thoughts", "max_new_tokens",
                      "max_document_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -147,7 +145,8 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
             label = f"{label_prefix} ({'think' if think else 'no think'})"
             started = time.perf_counter()
             result = evaluate_dense(model, data, name=label, query_kwargs={"think": think}, cache_dir=cache_dir,
-                                    batch_size=settings.batch_size, show_progress_bar=True)
+                                    batch_size=settings.batch_size, query_batch_size=settings.query_batch_size,
+                                    show_progress_bar=True)
             add(result)
             log(f"{label}: nDCG@10={result['metrics']['ndcg@10']:.4f} in {time.perf_counter() - started:.1f}s")
         del model, module

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..data.beir import BeirDataset, document_text
 from ..files import atomic_write, atomic_write_text
+from .bm25 import BM25Index
 from .metrics import HEADLINE_METRICS, evaluate_run, query_ndcg, relevant_queries
 
 __all__ = [
@@ -81,32 +82,14 @@ def bm25_run(corpus: Mapping[str, dict], queries: Mapping[str, str], top_k: int 
 
     Documents sharing no term with a query (score 0) are not returned for it.
     """
-    import bm25s
-
     doc_ids = list(corpus)
     query_ids = list(queries)
     run: Run = {str(qid): {} for qid in query_ids}
     if not doc_ids or not query_ids:
         return run
-    tokenizer = bm25s.tokenization.Tokenizer(stopwords="en")
-    corpus_tokens = tokenizer.tokenize([document_text(corpus[d]) for d in doc_ids], update_vocab=True,
-                                       return_as="ids", show_progress=show_progress)
-    retriever = bm25s.BM25()
-    retriever.index(corpus_tokens, show_progress=show_progress)
-    query_tokens = tokenizer.tokenize([queries[q] for q in query_ids], update_vocab=False, return_as="ids",
-                                      show_progress=show_progress)
-    # bm25s gives a text without known tokens (empty, only stopwords, unseen words) the id of the empty
-    # string, which would then "match" empty documents: drop it, and skip queries left with no terms.
-    empty_id = tokenizer.get_vocab_dict().get("")
-    query_tokens = [[t for t in tokens if t != empty_id] for tokens in query_tokens]
-    searchable = [row for row, tokens in enumerate(query_tokens) if tokens]
-    if not searchable:
-        return run
-    k = min(top_k, len(doc_ids))
-    indices, scores = retriever.retrieve([query_tokens[row] for row in searchable], k=k,
-                                         show_progress=show_progress, n_threads=1)
-    for position, row in enumerate(searchable):
-        run[str(query_ids[row])] = {doc_ids[i]: float(s) for i, s in zip(indices[position], scores[position]) if s > 0}
+    index = BM25Index([document_text(corpus[d]) for d in doc_ids], show_progress=show_progress)
+    for qid, hits in zip(query_ids, index.search([queries[q] for q in query_ids], top_k)):
+        run[str(qid)] = {doc_ids[i]: score for i, score in hits}
     return run
 
 
@@ -225,11 +208,14 @@ def _module_stats(model) -> dict[str, float] | None:
 
 def evaluate_dense(model, dataset: BeirDataset, *, name: str, query_kwargs: dict | None = None,
                    cache_dir: str | os.PathLike | None = None, batch_size: int = 16, top_k: int = 100,
-                   fingerprint: str | None = None, show_progress_bar: bool = False) -> dict[str, Any]:
+                   fingerprint: str | None = None, show_progress_bar: bool = False,
+                   query_batch_size: int | None = None) -> dict[str, Any]:
     """Embed corpus and queries with a Sentence-Transformers model, search exactly, score.
 
     Only the queries with a relevant judgment are encoded. ``query_kwargs`` go to ``model.encode_query``
-    (for o1-embedder models e.g. ``{"think": False}``; pass nothing for plain models). With ``cache_dir``
+    (for o1-embedder models e.g. ``{"think": False}``; pass nothing for plain models); ``query_batch_size``
+    (default ``batch_size``) is the batch of queries, larger for thinking models: queries that think together
+    share decoding steps. With ``cache_dir``
     corpus embeddings are cached under ``fingerprint`` (default: :func:`model_fingerprint`) and the corpus.
 
     Returns ``name``, ``dataset``, ``num_queries``, ``num_docs``, ``metrics`` (see
@@ -259,7 +245,7 @@ def evaluate_dense(model, dataset: BeirDataset, *, name: str, query_kwargs: dict
     query_ids = [qid for qid in relevant_queries(dataset.qrels) if qid in dataset.queries]
     before = _module_stats(model)
     started = time.perf_counter()
-    query_emb = model.encode_query([dataset.queries[q] for q in query_ids], batch_size=batch_size,
+    query_emb = model.encode_query([dataset.queries[q] for q in query_ids], batch_size=query_batch_size or batch_size,
                                    show_progress_bar=show_progress_bar, convert_to_numpy=True,
                                    normalize_embeddings=True, **query_kwargs)
     seconds_queries = time.perf_counter() - started

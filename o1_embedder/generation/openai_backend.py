@@ -24,7 +24,6 @@ import os
 import random
 import socket
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from o1_embedder.generation.settings import row_seed
+from o1_embedder.data.jsonl import Problems, json_lines
 from o1_embedder.data.records import JsonlWriter, RecordFormatError, Stage, failures_path, with_ids
 from o1_embedder.generation.backends import GenerationBackend, GenerationRequest, render_plain
 
@@ -169,29 +170,21 @@ class FewShotPool:
     def from_file(cls, path: str | Path, seed: int = 0) -> FewShotPool:
         """JSON lines with ``query`` and ``passage`` (or ``pos``, whose first item is used), optional ``query_id``."""
         path = Path(path)
-        examples, problems = [], []
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as err:
-                    problems.append(f"{path}:{number}: malformed JSON ({err.msg})")
-                    continue
-                passage = item.get("passage") if isinstance(item, dict) else None
-                if passage is None and isinstance(item, dict) and isinstance(item.get("pos"), list) and item["pos"]:
-                    passage = item["pos"][0]
-                query = item.get("query") if isinstance(item, dict) else None
-                if not isinstance(query, str) or not query.strip():
-                    problems.append(f"{path}:{number}: field 'query' must be a non-empty string")
-                elif not isinstance(passage, str) or not passage.strip():
-                    problems.append(f"{path}:{number}: field 'passage' (or 'pos'[0]) must be a non-empty string")
-                else:
-                    query_id = item.get("query_id")
-                    examples.append(FewShotExample(query, passage, query_id if isinstance(query_id, str) else None))
-        if problems:
-            raise RecordFormatError(path, problems[:20], len(problems))
+        examples = []
+        problems = Problems(path, RecordFormatError)
+        for number, item in json_lines(path, problems):
+            passage = item.get("passage") if isinstance(item, dict) else None
+            if passage is None and isinstance(item, dict) and isinstance(item.get("pos"), list) and item["pos"]:
+                passage = item["pos"][0]
+            query = item.get("query") if isinstance(item, dict) else None
+            if not isinstance(query, str) or not query.strip():
+                problems.add(number, "field 'query' must be a non-empty string")
+            elif not isinstance(passage, str) or not passage.strip():
+                problems.add(number, "field 'passage' (or 'pos'[0]) must be a non-empty string")
+            else:
+                query_id = item.get("query_id")
+                examples.append(FewShotExample(query, passage, query_id if isinstance(query_id, str) else None))
+        problems.raise_if_any()
         if not examples:
             raise RecordFormatError(path, [f"{path}: no examples"], 1)
         return cls(examples, seed)

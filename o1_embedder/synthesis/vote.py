@@ -26,10 +26,8 @@ The output record is the input plus ``thought`` (the winner), ``committee`` (mem
 from __future__ import annotations
 
 import abc
-import hashlib
 import itertools
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,6 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from o1_embedder.data.records import JsonlWriter, Stage, with_ids
+from o1_embedder.evaluation.bm25 import BM25Index
 
 __all__ = [
     "DEFAULT_COMMITTEE",
@@ -110,91 +109,33 @@ class DenseMember(CommitteeMember):
 
 
 class BM25Member(CommitteeMember):
-    """BM25 with bm25s's tokenisation (lower case, English stopwords, no stemming, as in
-    :func:`~o1_embedder.evaluation.retrieval.bm25_run`) and bm25s's default scoring (Lucene: ``k1=1.5``,
-    ``b=0.75``, ``idf = ln(1 + (N - df + 0.5) / (df + 0.5))``), computed for the record's passages only.
-
-    Document frequencies and the average length come from every distinct passage seen by
-    :meth:`prepare` (all passages of the input), so scores do not depend on how records are chunked,
-    and a passage scores exactly as in a bm25s index of that collection (``tests/test_committee.py``).
-    """
+    """BM25 over every distinct passage of the input (:meth:`prepare`), with the index evaluation uses
+    (:class:`~o1_embedder.evaluation.bm25.BM25Index`: bm25s defaults, English stopwords, no stemming), so
+    scores do not depend on how records are chunked."""
 
     name = "bm25"
     needs_collection = True
 
-    def __init__(self, k1: float = 1.5, b: float = 0.75):
-        self.k1, self.b = k1, b
-        self.df: Counter = Counter()
-        self.num_docs = 0
-        self.avg_len = 1.0
-
-    @staticmethod
-    def tokenize(texts: list[str]) -> list[list[str]]:
-        try:
-            import bm25s
-        except ImportError as err:
-            raise ModuleNotFoundError("the BM25 committee member needs bm25s: pip install bm25s") from err
-
-        if not texts:
-            return []
-        tokens = bm25s.tokenize(texts, lower=True, stopwords="en", return_ids=False, show_progress=False)
-        return [[t for t in row if t] for row in tokens]
+    def __init__(self):
+        self.index: BM25Index | None = None
+        self.position: dict[str, int] = {}
 
     def prepare(self, passages: Iterable[str]) -> None:
-        seen: set[bytes] = set()
-        total_len = 0
-        batch: list[str] = []
-
-        def flush() -> None:
-            nonlocal total_len
-            for tokens in self.tokenize(batch):
-                self.df.update(set(tokens))
-                total_len += len(tokens)
-            batch.clear()
-
         for passage in passages:
-            key = hashlib.blake2b(passage.encode("utf-8"), digest_size=16).digest()
-            if key in seen:
-                continue
-            seen.add(key)
-            self.num_docs += 1
-            batch.append(passage)
-            if len(batch) >= 4096:
-                flush()
-        flush()
-        self.avg_len = total_len / self.num_docs if self.num_docs else 1.0
-
-    def idf(self, token: str) -> float:
-        df = self.df.get(token, 0)
-        return math.log(1 + (self.num_docs - df + 0.5) / (df + 0.5))
+            self.position.setdefault(passage, len(self.position))
+        self.index = BM25Index(list(self.position))
 
     def score(self, groups):
-        if self.num_docs == 0:
+        if self.index is None:
             raise RuntimeError("BM25Member.prepare() must see the passages before scoring")
-        texts = list(dict.fromkeys(t for qs, ps in groups for t in itertools.chain(qs, ps)))
-        tokens = dict(zip(texts, self.tokenize(texts)))
         out = []
-        for qs, ps in groups:
-            vocab: dict[str, int] = {}
-            for query in qs:
-                for t in tokens[query]:
-                    vocab.setdefault(t, len(vocab))
-            query_counts = np.zeros((len(qs), len(vocab)))
-            for i, query in enumerate(qs):
-                for t in tokens[query]:
-                    query_counts[i, vocab[t]] += 1  # a repeated query term counts again, as in bm25s
-            tf = np.zeros((len(ps), len(vocab)))
-            lengths = np.zeros(len(ps))
-            for j, passage in enumerate(ps):
-                lengths[j] = len(tokens[passage])
-                for t in tokens[passage]:
-                    column = vocab.get(t)
-                    if column is not None:
-                        tf[j, column] += 1
-            idf = np.array([self.idf(t) for t in vocab])
-            norm = self.k1 * (1 - self.b + self.b * lengths / self.avg_len)
-            weights = idf[None, :] * tf / (tf + norm[:, None])  # (passages, terms)
-            out.append(query_counts @ weights.T)
+        for queries, passages in groups:
+            missing = [p for p in passages if p not in self.position]
+            if missing:
+                raise ValueError(f"BM25Member was not prepared with the passage {missing[0][:80]!r}")
+            columns = [self.position[p] for p in passages]
+            out.append(np.stack([self.index.scores(q)[columns] for q in queries]) if queries
+                       else np.zeros((0, len(passages))))
         return out
 
 

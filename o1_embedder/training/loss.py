@@ -89,7 +89,6 @@ class JointLoss(nn.Module):
         ``passages`` are the positives, then one tensor per negative column (the j-th negative of every query).
         """
         batch = q.shape[0]
-        positives = passages[0]
         # Column layout: all positives, then the first negative of every query, then the second, ...
         docs = torch.cat(passages, dim=0)
         offset = 0
