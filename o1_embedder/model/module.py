@@ -17,6 +17,7 @@ import warnings
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sentence_transformers.base.modules import InputModule
@@ -325,6 +326,26 @@ class O1Embedder(InputModule):
         settings = json.dumps({"format": self.prompt_format, "max_query_tokens": self.max_query_tokens}, sort_keys=True)
         base = (self.fingerprint(), settings, self._generation.cache_key())
         return [[thought_key(*base, str(k), q) for k in range(samples)] for q in queries]
+
+    def cached_query_embeddings(self, queries: list[str]) -> list[np.ndarray | None]:
+        """For each query, its thinking embedding when the thought cache holds all its K thoughts with their
+        embeddings (the mean of the K vectors, re-normalised, as :meth:`think_and_embed` combines them), else
+        ``None``. Runs no model: a server answers such queries without queueing them."""
+        cache = self.thought_cache
+        if cache is None or not queries:
+            return [None] * len(queries)
+        keys = self._cache_keys(queries, self.num_thoughts if self._generation.do_sample else 1)
+        found = cache.get_many([k for row in keys for k in row])
+        dimension = self.get_embedding_dimension()
+        out: list[np.ndarray | None] = []
+        for row in keys:
+            hits = [found.get(k) for k in row]
+            if any(h is None or h.embedding is None or h.embedding.shape[0] != dimension for h in hits):
+                out.append(None)
+                continue
+            mean = np.mean(np.stack([h.embedding for h in hits]).astype(np.float32), axis=0)
+            out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+        return out
 
     @torch.no_grad()
     def think_and_embed(self, queries: list[str], prompt_ids: list[list[int]] | None = None

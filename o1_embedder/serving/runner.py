@@ -85,23 +85,7 @@ class ModelRunner:
         Combined as the module combines them (mean of the K thought embeddings, L2-normalised), so a hit answers
         exactly what ``think_and_embed`` would, without waiting for the model thread.
         """
-        module = self.module
-        cache = module.thought_cache
-        if cache is None or not queries:
-            return [None] * len(queries)
-        samples = module.num_thoughts if module.generation_settings.do_sample else 1
-        keys = module._cache_keys(queries, samples)
-        found = cache.get_many([k for row in keys for k in row])
-        dimension = self.dimension
-        out: list[np.ndarray | None] = []
-        for row in keys:
-            hits = [found.get(k) for k in row]
-            if any(h is None or h.embedding is None or h.embedding.shape[0] != dimension for h in hits):
-                out.append(None)
-                continue
-            mean = np.mean(np.stack([h.embedding for h in hits]).astype(np.float32), axis=0)
-            out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
-        return out
+        return self.module.cached_query_embeddings(queries)
 
     # ------------------------------------------------------------------------------- model thread
     @torch.no_grad()
