@@ -1,30 +1,21 @@
-"""The joint loss: behaviour cloning (thought tokens) + contrastive learning (InfoNCE), one forward pass.
+"""The joint loss: behaviour cloning (thought tokens) + contrastive learning, one forward pass.
 
 Each query+thought sequence goes through the model once; its ``<emb>`` state is the query embedding and
-its hidden states at the thought positions give the generation loss (see ``O1Embedder.forward``).
-The model is always called through ``self.model(...)``, so DDP/accelerate wrappers see every forward.
+its hidden states at the thought positions give the generation loss (see ``O1Embedder.forward``). The
+embedding terms are Sentence-Transformers' own losses computed from those embeddings:
+``MultipleNegativesRankingLoss`` (InfoNCE over in-batch passages and hard negatives, gathered across
+processes) and ``DistillKLDivLoss`` (KL from the teacher scores); only the thought cross-entropy and the
+shared pass are this module's. The model is always called through ``self.model(...)``, so DDP/accelerate
+wrappers see every forward.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+from sentence_transformers.sentence_transformer.losses import DistillKLDivLoss, MultipleNegativesRankingLoss
+from sentence_transformers.util import dot_score, pairwise_dot_score
 from torch import nn
-
-
-def _gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """All ranks' rows (gradient kept for this rank's rows) and the offset of this rank's rows."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor, 0
-    from sentence_transformers.util.distributed import all_gather_with_grad
-
-    sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor([tensor.shape[0]], device=tensor.device))
-    if len({int(s) for s in sizes}) != 1:
-        raise ValueError("cross-device negatives need the same number of passages on every rank "
-                         "(use dataloader_drop_last=True)")
-    return all_gather_with_grad(tensor), dist.get_rank() * tensor.shape[0]
 
 
 class JointLoss(nn.Module):
@@ -34,8 +25,10 @@ class JointLoss(nn.Module):
         model: the o1-embedder ``SentenceTransformer``.
         temperature: InfoNCE temperature (reference: 0.02).
         contrastive_weight / generation_weight: term weights (reference: 0.8 / 0.2).
-        distillation_weight: weight of KL(teacher || student) over each query's own group when the data
-            has teacher scores (0 disables it).
+        distillation_weight: weight of KL(teacher || student) over each query's own group (positive and its
+            hard negatives) when the data has teacher scores (0 disables it). As Sentence-Transformers'
+            ``DistillKLDivLoss``, the student's scores use ``temperature`` and the term is multiplied by
+            ``temperature**2`` to keep its gradients on the contrastive term's scale.
         teacher_temperature: softmax temperature of the teacher scores.
         cross_device_negatives: gather passages from all ranks as extra negatives when distributed.
 
@@ -56,6 +49,11 @@ class JointLoss(nn.Module):
         self.distillation_weight = distillation_weight
         self.teacher_temperature = teacher_temperature
         self.cross_device_negatives = cross_device_negatives
+        # Embeddings are L2-normalised, so the dot product is the cosine, without re-normalising.
+        self.contrastive = MultipleNegativesRankingLoss(model, scale=1.0 / temperature, similarity_fct=dot_score,
+                                                        gather_across_devices=cross_device_negatives)
+        self.distillation = DistillKLDivLoss(model, similarity_fct=pairwise_dot_score, student_temperature=temperature,
+                                             teacher_temperature=teacher_temperature)
 
     @property
     def citation(self) -> str:
@@ -84,26 +82,14 @@ class JointLoss(nn.Module):
 
     def score(self, q: torch.Tensor, passages: list[torch.Tensor], labels: torch.Tensor | None
               ) -> dict[str, torch.Tensor]:
-        """The embedding terms: weighted InfoNCE (and KL distillation) from query and passage embeddings.
-
-        ``passages`` are the positives, then one tensor per negative column (the j-th negative of every query).
-        """
-        batch = q.shape[0]
-        # Column layout: all positives, then the first negative of every query, then the second, ...
-        docs = torch.cat(passages, dim=0)
-        offset = 0
-        if self.cross_device_negatives:
-            docs, offset = _gather_with_grad(docs)
-        scores = q @ docs.T / self.temperature
-        # Gathered: docs = [rank 0: pos, neg | rank 1: pos, neg | ...]; this rank's positives start at offset.
-        targets = torch.arange(batch, device=q.device) + offset
-        losses = {"contrastive": self.contrastive_weight * F.cross_entropy(scores, targets)}
+        """The embedding terms from query and passage embeddings (``passages``: the positives, then one tensor per
+        negative column, the j-th negative of every query)."""
+        embeddings = [q, *passages]
+        losses = {"contrastive": self.contrastive_weight * self.contrastive.compute_loss_from_embeddings(
+            embeddings, labels)}
         if self.distillation_weight > 0 and labels is not None:
-            group = torch.stack(passages, dim=1)  # (batch, 1 + negatives, hidden)
-            student = torch.einsum("bh,bgh->bg", q, group) / self.temperature
-            teacher = F.softmax(labels.to(student.dtype) / self.teacher_temperature, dim=-1)
-            losses["distillation"] = self.distillation_weight * F.kl_div(
-                F.log_softmax(student, dim=-1), teacher, reduction="batchmean")
+            losses["distillation"] = self.distillation_weight * self.distillation.compute_loss_from_embeddings(
+                embeddings, labels.to(q.dtype))
         return losses
 
 
