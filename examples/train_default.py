@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="folder for every stage's output (resumable)")
     p.add_argument("--stop-after", choices=STAGES, help="stop after this stage")
     p.add_argument("--ship", action="store_true", help="copy the trained adapter and its card into the package")
+    p.add_argument("--reuse", help="start from the data stages of another run folder, restricted to its first "
+                                   "--records records (for ablations of training settings on the same data)")
     g = p.add_argument_group("data")
     g.add_argument("--seed", type=int, default=0, help="split, query choice, synthesis and training seed")
     g.add_argument("--query-source", choices=QUERY_SOURCES, default="mix")
@@ -524,6 +526,40 @@ def model_card(out: Path, args, gguf_sha256: str) -> str:
     ]) + "\n"
 
 
+def reuse(source: Path, out: Path, args) -> None:
+    """Copy ``source``'s data stages for its first ``--records`` records (same seed and query source required)."""
+    import shutil
+
+    from o1_embedder.data.records import write_records_atomic
+    from o1_embedder.files import atomic_write_text
+
+    recorded = json.loads((source / "recipe.json").read_text())
+    for name in ("seed", "query_source", "dev_passages", "dev_queries", "negatives", "candidates", "thought_tokens",
+                 "synth_temperature", "few_shot"):
+        if name in recorded and recorded[name] != getattr(args, name):
+            raise SystemExit(f"--reuse {source}: it was run with --{name.replace('_', '-')} {recorded[name]!r}")
+
+    def rows(name: str) -> list[dict]:
+        path = source / name
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+
+    records = rows("records.jsonl")[:args.records]
+    keep = {r["query_id"] for r in records}
+    for name in ("records.jsonl", "mined.jsonl", "candidates.jsonl", "train.jsonl"):
+        if (source / name).exists():
+            write_records_atomic(out / name, [r for r in rows(name) if r["query_id"] in keep])
+    shutil.copy(source / "pool.jsonl", out / "pool.jsonl")
+    shutil.copytree(source / "dev", out / "dev", dirs_exist_ok=True)
+    if (source / DONE["synth"]).exists():
+        (out / DONE["synth"]).write_text("")
+    atomic_write_text(out / "recipe.json", json.dumps({**{k: v for k, v in recorded.items()
+                                                          if k in STAGE_ARGS["records"] + STAGE_ARGS["mine"]
+                                                          + STAGE_ARGS["synth"]},
+                                                       "records": args.records, "reused_from": str(source)},
+                                                      indent=2, sort_keys=True) + "\n")
+    log(f"reuse: the data stages of {source} for its first {len(records)} records")
+
+
 # ------------------------------------------------------------------------------------------------ main
 DONE = {"records": "records.jsonl", "mine": "mined.jsonl", "synth": "candidates.done", "vote": "train.jsonl",
         "train": "model/modules.json", "eval": "eval/dev/results.json"}
@@ -536,6 +572,8 @@ def main(argv=None) -> int:
     if args.ship:
         ship(out, args)
         return 0
+    if args.reuse and not (out / DONE["records"]).exists():
+        reuse(Path(args.reuse), out, args)
     timings = Timings(out)
     functions = {"records": stage_records, "mine": stage_mine, "synth": stage_synth, "vote": stage_vote,
                  "train": stage_train, "eval": stage_eval}
