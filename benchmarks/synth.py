@@ -24,7 +24,7 @@ from o1_embedder.data import load_cranfield  # noqa: E402
 from o1_embedder.data.records import records_from_beir  # noqa: E402
 from o1_embedder.synthesis.explore import ExplorationPrompt, FewShotPool, derive_seed  # noqa: E402
 from o1_embedder.model.default import default_backbone_path  # noqa: E402
-from o1_embedder.generation.backends import SamplingConfig  # noqa: E402
+from o1_embedder.generation.settings import GenerationSettings  # noqa: E402
 from o1_embedder.generation.transformers_backend import TransformersBackend  # noqa: E402
 
 
@@ -55,10 +55,10 @@ def main(argv=None) -> int:
     chosen = records[: args.queries]
     requests = [prompt.request(r["query"], pool.choose(r, 1), n=args.candidates, seed=derive_seed(0, r["query_id"], 0))
                 for r in chosen]
-    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.9)
-    batched = TransformersBackend(str(default_backbone_path()), sampling=sampling, batch_size=args.batch_size,
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.9)
+    batched = TransformersBackend(str(default_backbone_path()), settings=settings, batch_size=args.batch_size,
                                   device=args.device)
-    single = TransformersBackend(batched.lm, tokenizer=batched.tokenizer, sampling=sampling, batch_size=1)
+    single = TransformersBackend(batched.lm, tokenizer=batched.tokenizer, settings=settings, batch_size=1)
     thoughts = len(requests) * args.candidates
     print(f"backbone: {batched.model_name}  chat template: {batched.use_chat_template}  queries={len(requests)} "
           f"n={args.candidates} max_new_tokens={args.max_new_tokens} batch={args.batch_size} "

@@ -302,13 +302,13 @@ def stage_mine(out: Path, args) -> None:
 def stage_synth(out: Path, args) -> None:
     from o1_embedder.data.records import RecordFile, Stage
     from o1_embedder.synthesis.explore import ExplorationPrompt, synthesize
-    from o1_embedder.generation.backends import SamplingConfig
+    from o1_embedder.generation.settings import GenerationSettings
     from o1_embedder.generation.transformers_backend import TransformersBackend
     from o1_embedder.model.default import default_backbone_path
 
     records = RecordFile(out / "mined.jsonl", Stage.MINED)
     backend = TransformersBackend(str(default_backbone_path()), batch_size=args.synth_batch_size,
-                                  sampling=SamplingConfig(max_new_tokens=args.thought_tokens,
+                                  settings=GenerationSettings(max_new_tokens=args.thought_tokens,
                                                           temperature=args.synth_temperature, top_p=0.9))
     prompt = ExplorationPrompt(num_examples=args.few_shot, max_example_chars=300)
     with backend:

@@ -137,16 +137,17 @@ def _cmd_mine(args) -> int:
     return 0
 
 
-def _sampling(args):
-    from o1_embedder.generation.backends import SamplingConfig
+def _generation(args):
+    from o1_embedder.generation.settings import GenerationSettings
+    from o1_embedder.options import dataclass_from_args
 
-    return SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    return dataclass_from_args(GenerationSettings, args)
 
 
 def _backend(args):
     from o1_embedder.generation.backends import make_backend
 
-    sampling = _sampling(args)
+    settings = _generation(args)
     model = args.model
     if args.backend == "transformers":
         if model is None:
@@ -164,7 +165,7 @@ def _backend(args):
         options = {"use_chat": not args.no_chat_template}
         if args.dtype:
             options["dtype"] = args.dtype
-    return make_backend(args.backend, model=model, sampling=sampling, **options)
+    return make_backend(args.backend, model=model, settings=settings, **options)
 
 
 def _cmd_synth(args) -> int:
@@ -197,7 +198,7 @@ def _cmd_synth(args) -> int:
     chunk_size = args.chunk_size or 4 * (args.concurrency if args.backend == "openai" else args.batch_size)
     with backend:
         report = synthesize(records, backend, args.output, num_candidates=args.num_candidates, prompt=prompt,
-                            examples=examples, seed=args.seed, max_attempts=args.max_attempts,
+                            examples=examples, seed=args.seed if args.seed is not None else 42, max_attempts=args.max_attempts,
                             min_candidates=args.min_candidates, chunk_size=chunk_size, overwrite=args.overwrite,
                             limit=args.limit, log=_log)
     print(f"synth: {report.summary()}")
@@ -228,6 +229,7 @@ def _source_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_synthesis_commands(sub) -> None:
+    from o1_embedder.options import add_dataclass_options
     from o1_embedder.synthesis.vote import DEFAULT_COMMITTEE
 
     p = sub.add_parser("mine", help="add hard negatives (sentence-transformers mine_hard_negatives) to records "
@@ -257,10 +259,10 @@ def _add_synthesis_commands(sub) -> None:
     g.add_argument("--model", help="transformers/vllm: causal LM folder or hub id (default: the embedded "
                                    "SmolLM2-135M-Instruct); openai: served model (default: the server's first)")
     g.add_argument("-n", "--num-candidates", type=_positive, default=3, help="candidate thoughts per record")
-    g.add_argument("--max-new-tokens", type=_positive, default=256)
-    g.add_argument("--temperature", type=_nonnegative_float, default=0.7, help="0 = greedy (then -n 1)")
-    g.add_argument("--top-p", type=float, default=0.9)
-    g.add_argument("--seed", type=int, default=42, help="sampling and few-shot seed")
+    from o1_embedder.generation.settings import GenerationSettings
+
+    add_dataclass_options(g, GenerationSettings, overrides={"max_new_tokens": {"default": 256},
+                                                            "temperature": {"default": 0.7}})
     g.add_argument("--batch-size", type=_positive, default=8, help="transformers: rows generated together")
     g.add_argument("--device", help="transformers: torch device (default cpu)")
     g.add_argument("--dtype", help="transformers/vllm: e.g. bfloat16")
@@ -359,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synthesis_commands(sub)
     from o1_embedder.serving.cli import add_serve_command
     add_serve_command(sub)
+
+    for command in sub.choices.values():  # every command's --help shows the defaults
+        command.formatter_class = HelpFormatter
 
     p = sub.add_parser("mteb", help="run mteb's CLI with an o1-embedder model registered, e.g. "
                                     "'o1-embedder mteb run -m PATH -t SciFact'", add_help=False)

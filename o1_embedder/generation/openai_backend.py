@@ -30,7 +30,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
-from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest, SamplingConfig
+from o1_embedder.generation.settings import GenerationSettings
+from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest
 
 __all__ = ["OpenAIBackend", "RequestFailed", "ServerUnavailable", "normalize_base_url"]
 
@@ -78,12 +79,12 @@ class OpenAIBackend(GenerationBackend):
 
     name = "openai"
 
-    def __init__(self, base_url: str, model: str | None = None, *, sampling: SamplingConfig | None = None,
+    def __init__(self, base_url: str, model: str | None = None, *, settings: GenerationSettings | None = None,
                  api_key: str | None = None, endpoint: str = "chat", concurrency: int = 16, timeout: float = 120.0,
                  max_retries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
                  extra_body: dict[str, Any] | None = None, sleep: Callable[[float], None] | None = None,
                  max_consecutive_failures: int = 8):
-        super().__init__(sampling)
+        super().__init__(settings)
         if endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {ENDPOINTS}, got {endpoint!r}")
         if concurrency < 1:
@@ -173,8 +174,9 @@ class OpenAIBackend(GenerationBackend):
 
     # ------------------------------------------------------------------------------------- generation
     def _payload(self, request: GenerationRequest, n: int, seed: int) -> tuple[str, dict]:
-        payload: dict[str, Any] = {"model": self.model, "n": n, "max_tokens": self.sampling.max_new_tokens,
-                                   "temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
+        payload: dict[str, Any] = {"model": self.model, "n": n, "max_tokens": self.settings.max_new_tokens,
+                                   "temperature": self.settings.temperature if self.settings.do_sample else 0.0,
+                                   "top_p": self.settings.top_p,
                                    "seed": seed, **self.extra_body}
         if self.endpoint == "chat":
             payload["messages"] = request.messages

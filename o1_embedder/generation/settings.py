@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 __all__ = ["GenerationSettings", "row_seed"]
@@ -28,11 +28,17 @@ class GenerationSettings:
     (``None``: a fresh random seed per row, not reproducible).
     """
 
-    max_new_tokens: int = 128
-    do_sample: bool = True
-    temperature: float = 0.1
-    top_p: float = 0.9
-    seed: int | None = 42
+    max_new_tokens: int = field(default=128, metadata={"help": "thought length limit (new tokens)"})
+    do_sample: bool = field(default=True, metadata={"help": "sample with temperature and top-p",
+                                                    "no_flag": "--greedy", "no_help": "greedy decoding (one text)"})
+    temperature: float = field(default=0.1, metadata={"help": "sampling temperature (> 0)"})
+    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling: keep the tokens of this probability mass"})
+    seed: int | None = field(default=42, metadata={"help": "base seed; every row (query and sample index, or "
+                                                           "request) draws from a generator seeded from it"})
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample
 
     def __post_init__(self) -> None:
         _check_type("max_new_tokens", self.max_new_tokens, int)

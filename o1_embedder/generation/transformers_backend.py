@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from o1_embedder.generation.settings import row_seed
-from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest, SamplingConfig
+from o1_embedder.generation.settings import GenerationSettings
+from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest
 
 __all__ = ["TransformersBackend"]
 
@@ -23,7 +24,7 @@ class TransformersBackend(GenerationBackend):
         model: folder or hub id of a causal LM, or a loaded ``PreTrainedModel`` (then pass ``tokenizer``);
             ``o1_embedder.model.default_backbone_path()`` is the embedded default (SmolLM2-135M-Instruct).
         tokenizer: the tokenizer, when ``model`` is a loaded model.
-        sampling: :class:`SamplingConfig` (max new tokens, temperature, top-p; temperature 0 is greedy).
+        settings: :class:`GenerationSettings` (max new tokens, sampling or greedy, temperature, top-p).
         batch_size: rows (samples) generated together. Rows are sorted by prompt length to limit padding.
         use_chat_template: ``None`` (default) uses the tokenizer's chat template when it has one, else the
             request's plain prompt; ``True`` requires a template; ``False`` always uses the plain prompt.
@@ -36,10 +37,10 @@ class TransformersBackend(GenerationBackend):
 
     name = "transformers"
 
-    def __init__(self, model: Any = None, *, tokenizer: Any = None, sampling: SamplingConfig | None = None,
+    def __init__(self, model: Any = None, *, tokenizer: Any = None, settings: GenerationSettings | None = None,
                  batch_size: int = 8, use_chat_template: bool | None = None, device: str | None = None,
                  dtype: Any = None):
-        super().__init__(sampling)
+        super().__init__(settings)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -94,9 +95,9 @@ class TransformersBackend(GenerationBackend):
             except Exception as err:  # a template that rejects the conversation: that request fails
                 results[position] = Generation(error=f"prompt: {type(err).__name__}: {err}")
                 continue
-            if self.context and len(ids) + self.sampling.max_new_tokens > self.context:
+            if self.context and len(ids) + self.settings.max_new_tokens > self.context:
                 results[position] = Generation(error=f"prompt has {len(ids)} tokens; with max_new_tokens="
-                                                     f"{self.sampling.max_new_tokens} it exceeds the context "
+                                                     f"{self.settings.max_new_tokens} it exceeds the context "
                                                      f"of {self.context}")
                 continue
             results[position] = Generation()
@@ -127,10 +128,9 @@ class TransformersBackend(GenerationBackend):
 
     @torch.no_grad()
     def _generate_rows(self, prompts: list[list[int]], seeds: list[int]) -> tuple[list[str], list[int]]:
-        from o1_embedder.generation import GenerationSettings, decode
+        from o1_embedder.generation import decode
 
-        settings = GenerationSettings(max_new_tokens=self.sampling.max_new_tokens, do_sample=not self.sampling.greedy,
-                                      temperature=self.sampling.temperature or 1.0, top_p=self.sampling.top_p)
+        settings = self.settings
         out = decode(self.lm, prompts, settings=settings, pad_id=self.pad_id, eos_ids=self.eos_ids,
                      row_seeds=seeds if settings.do_sample else None)
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in out.token_ids]

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest, SamplingConfig
+from o1_embedder.generation.settings import GenerationSettings
+from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest
 
 __all__ = ["VLLMBackend"]
 
@@ -20,7 +21,7 @@ class VLLMBackend(GenerationBackend):
 
     Args:
         model: hub id or folder, passed to ``vllm.LLM(model=...)``.
-        sampling: :class:`SamplingConfig`.
+        settings: :class:`GenerationSettings`.
         llm: an existing ``vllm.LLM`` (then ``model`` only names it in :meth:`describe`).
         use_chat: ``True`` (default) calls ``LLM.chat`` with the messages (the model's chat template);
             ``False`` calls ``LLM.generate`` with the plain prompts.
@@ -29,9 +30,9 @@ class VLLMBackend(GenerationBackend):
 
     name = "vllm"
 
-    def __init__(self, model: str, *, sampling: SamplingConfig | None = None, llm: Any = None, use_chat: bool = True,
+    def __init__(self, model: str, *, settings: GenerationSettings | None = None, llm: Any = None, use_chat: bool = True,
                  **llm_kwargs: Any):
-        super().__init__(sampling)
+        super().__init__(settings)
         try:
             import vllm
         except ImportError as err:
@@ -46,8 +47,8 @@ class VLLMBackend(GenerationBackend):
         return {**super().describe(), "model": self.model_name, "chat": self.use_chat}
 
     def _params(self, request: GenerationRequest):
-        return self._vllm.SamplingParams(n=request.n, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
-                                         max_tokens=self.sampling.max_new_tokens, seed=request.seed)
+        return self._vllm.SamplingParams(n=request.n, temperature=self.settings.temperature if self.settings.do_sample else 0.0, top_p=self.settings.top_p,
+                                         max_tokens=self.settings.max_new_tokens, seed=request.seed)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         if not requests:
