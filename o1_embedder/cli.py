@@ -27,8 +27,7 @@ def _cmd_init(args) -> int:
 def _cmd_convert(args) -> int:
     from o1_embedder.model.loading import convert_checkpoint
 
-    generation = {"max_new_tokens": args.max_new_tokens, "do_sample": not args.greedy,
-                  "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed}
+    generation = _generation(args)
     path = convert_checkpoint(args.source, args.target, allow_missing_tokens=args.allow_missing_tokens,
                               dtype=args.dtype, max_query_tokens=args.max_query_tokens,
                               max_document_tokens=args.max_document_tokens, num_thoughts=args.num_thoughts,
@@ -308,6 +307,7 @@ def _add_synthesis_commands(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from o1_embedder import __version__
     from o1_embedder.evaluation.job import EvalSettings
+    from o1_embedder.generation.settings import GenerationSettings
     from o1_embedder.options import HelpFormatter, add_dataclass_options
 
     parser = argparse.ArgumentParser(prog="o1-embedder", description="Think-then-embed retrieval (O1 Embedder).")
@@ -331,11 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="query truncation (default: as the reference, a prompt of up to 256 tokens)")
     p.add_argument("--max-document-tokens", type=_positive, default=512, help="document truncation")
     p.add_argument("--num-thoughts", type=_positive, default=3, help="thoughts per query K (embeddings averaged)")
-    p.add_argument("--max-new-tokens", type=_positive, default=128, help="thought length limit")
-    p.add_argument("--greedy", action="store_true", help="greedy decoding (one thought) instead of sampling")
-    p.add_argument("--temperature", type=float, default=0.1, help="sampling temperature")
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling threshold")
-    p.add_argument("--seed", type=int, default=42, help="sampling seed")
+    add_dataclass_options(p, GenerationSettings)
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("think", help="print the thoughts a model writes for queries (JSON lines)")
