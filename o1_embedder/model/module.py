@@ -108,7 +108,7 @@ class O1Embedder(InputModule):
         self.builder = SequenceBuilder(tokenizer, self._format, max_query_tokens, max_document_tokens)
         self.stats = {"generate_calls": 0, "thoughts_generated": 0, "thoughts_from_cache": 0, "generated_tokens": 0}
         #: rows (query x sample) decoded together at most; a property of the machine, not saved
-        self.decode_rows = 64
+        self.decode_rows = 256
         #: ``None``, or the quantisation applied in this process (:meth:`quantize_int8`); never saved
         self.quantized: str | None = None
         #: show a progress bar while thinking: None = when a call generates many tokens, True / False = always / never
