@@ -41,11 +41,8 @@ def _cmd_think(args) -> int:
 
     model = load_model(args.model)
     module = model[0]
-    changes = {k: v for k, v in (("num_thoughts", args.num_thoughts), ("max_new_tokens", args.max_new_tokens))
-               if v is not None}
-    if args.greedy:
-        changes["do_sample"] = False
-    module.configure(**changes)
+    module.apply_overrides(num_thoughts=args.num_thoughts, max_new_tokens=args.max_new_tokens,
+                           greedy=True if args.greedy else None)
     _, thoughts = module.think_and_embed(args.queries)
     for query, row in zip(args.queries, thoughts):
         print(json.dumps({"query": query, "thoughts": row}, ensure_ascii=False))

@@ -28,3 +28,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a model name is meant as a local path (absolute, relative with ``.``, or more than one ``/``),
+    rather than a hub id such as ``org/model``: a missing path then gets a clear error, not a hub lookup."""
+    return os.path.isabs(name) or name.startswith(".") or name.count("/") > 1

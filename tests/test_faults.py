@@ -342,3 +342,37 @@ def test_9_task_names_cannot_leave_the_results_folder(tmp_path):
         with pytest.raises(ValueError, match="plain name"):
             beir_task_class(cranfield_path(), name=name)
     assert beir_task_class(cranfield_path(), name="cranfield-local").metadata.name == "cranfield-local"
+
+
+def test_settings_edges_found_in_review(model, tmp_path):
+    from o1_embedder.evaluation.retrieval import model_fingerprint
+    from o1_embedder.generation import GenerationSettings
+
+    assert GenerationSettings(temperature=1).temperature == 1.0  # an int is a float setting, one cache key
+    module = model[0]
+    module.configure(do_sample=True, temperature=1, num_thoughts=2)
+    assert model.encode_query(QUERIES[:1], convert_to_tensor=True).shape[0] == 1
+    before = model_fingerprint(model)
+    module.configure(num_thoughts=3, max_new_tokens=7, think=False)
+    assert model_fingerprint(model) == before  # query-only settings never re-embed a corpus
+    model.max_seq_length = 12
+    assert model_fingerprint(model) != before
+    module.thought_cache = ThoughtCache(tmp_path / "t.sqlite")
+    module.configure(seed=None)
+    assert module.thought_cache is None  # unseeded sampling: a fresh thought each call, never a cached one
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        TrainConfig(data="d", output="o", warmup_ratio=1.0)
+
+
+def test_one_damaged_cache_row_is_a_miss(tmp_path):
+    from o1_embedder.generation.cache import CachedThought
+
+    cache = ThoughtCache(tmp_path / "t.sqlite")
+    cache.put_many([("good", "q", 0, CachedThought("t", [1, 2], None)), ("bad", "q", 1, CachedThought("t", [3], None))])
+    with sqlite3.connect(tmp_path / "t.sqlite") as conn:
+        conn.execute("UPDATE thoughts SET embedding = ? WHERE key = 'bad'", (b"abc",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ThoughtCacheWarning)
+        assert list(cache.get_many(["good", "bad"])) == ["good"]
+    cache.put_many([("new", "q", 0, CachedThought("t", [4], None))])
+    assert "new" in cache.get_many(["new"]) and not cache.in_memory

@@ -14,6 +14,7 @@ from typing import Any
 from o1_embedder.data.beir import BeirDataset, load_beir, resolve_beir_path
 from o1_embedder.evaluation.retrieval import evaluate_bm25, evaluate_dense, results_markdown, write_report
 from o1_embedder.evaluation.significance import paired_comparisons
+from o1_embedder.files import looks_like_path
 from o1_embedder.generation.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -74,14 +75,8 @@ class EvalSettings:
 
 
 def _configure(model, settings: EvalSettings) -> None:
-    changes = {}
-    if settings.num_thoughts is not None:
-        changes["num_thoughts"] = settings.num_thoughts
-    if settings.max_new_tokens is not None:
-        changes["max_new_tokens"] = settings.max_new_tokens
-    if settings.greedy is not None:
-        changes["do_sample"] = not settings.greedy
-    model[0].configure(**changes)
+    model[0].apply_overrides(num_thoughts=settings.num_thoughts, max_new_tokens=settings.max_new_tokens,
+                             greedy=settings.greedy)
     if settings.max_document_tokens is not None:
         model.max_seq_length = settings.max_document_tokens
 
@@ -112,8 +107,7 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output {output_dir} is a file; the report is a folder (results.json, .md, .png)")
     for name in settings.compare:
-        looks_local = os.path.isabs(name) or name.startswith(".") or name.count("/") > 1
-        if looks_local and not os.path.exists(name):
+        if looks_like_path(name) and not os.path.exists(name):
             raise FileNotFoundError(f"comparison model not found: {name}")
     dataset = resolve_dataset(dataset_path, settings.split)
     data, subset = dataset.subset(settings.max_queries, settings.max_docs, seed=settings.seed)

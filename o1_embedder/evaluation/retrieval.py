@@ -186,7 +186,9 @@ def model_fingerprint(model) -> str:
     module_fingerprint = getattr(first, "fingerprint", None)
     parts = [f"module:{module_fingerprint()}" if callable(module_fingerprint) else f"weights:{_weights_digest(model)}"]
     for module in model:
-        config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+        config = dict(module.get_config_dict()) if hasattr(module, "get_config_dict") else {}
+        for key in getattr(module, "query_only_settings", ()):  # queries only: the corpus embeddings are the same
+            config.pop(key, None)
         parts.append(f"{type(module).__module__}.{type(module).__qualname__}:"
                      f"{json.dumps(config, sort_keys=True, default=str)}")
     parts.append(f"max_seq_length={getattr(model, 'max_seq_length', None)}")

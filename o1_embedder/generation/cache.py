@@ -145,9 +145,12 @@ class ThoughtCache:
                         f"({','.join('?' * len(chunk))})", chunk,
                     ).fetchall()
                     for key, thought, token_ids, blob in rows:
-                        vector = np.frombuffer(blob, dtype=np.float32).copy() if blob is not None else None
-                        found[key] = CachedThought(thought, json.loads(token_ids), vector)
-        except (sqlite3.Error, OSError, ValueError) as err:
+                        try:
+                            vector = np.frombuffer(blob, dtype=np.float32).copy() if blob is not None else None
+                            found[key] = CachedThought(thought, json.loads(token_ids), vector)
+                        except (ValueError, TypeError):  # one damaged row is a miss, the rest of the cache stays
+                            continue
+        except (sqlite3.Error, OSError) as err:
             self._degrade(err, reading=True)
         return found
 

@@ -3,7 +3,7 @@
 Standard library only (``urllib`` + threads). Requests run on ``concurrency`` daemon threads; each
 result is tied to its request's position, so answers that complete out of order never reach the
 wrong request. A request is retried with exponential backoff (and ``Retry-After`` when the server
-sends it) on connection errors, timeouts, malformed responses and HTTP 408/409/429/5xx; other HTTP
+sends it) on connection errors, timeouts, responses that are not JSON and HTTP 408/409/429/5xx; other HTTP
 errors fail at once. Servers that ignore ``n`` (llama.cpp returns one choice) are asked again for the
 missing samples, with the next seed.
 
@@ -219,6 +219,7 @@ class OpenAIBackend(GenerationBackend):
                 return generation
             if not texts:
                 generation.error = "the server returned no choices"
+                self._count(failed=True, reason=generation.error)
                 return generation
             generation.texts += texts[:missing]
             generation.tokens += tokens

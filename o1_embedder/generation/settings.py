@@ -52,6 +52,7 @@ class GenerationSettings:
             raise ValueError(f"temperature must be > 0 when do_sample=True, got {self.temperature}")
         if not (0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        self.temperature, self.top_p = float(self.temperature), float(self.top_p)  # 1 and 1.0: one setting
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationSettings:

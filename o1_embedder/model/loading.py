@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
+from o1_embedder.files import looks_like_path
 from o1_embedder.model.default import DEFAULT_BACKBONE_HUB_ID, DEFAULT_PROMPT_FORMAT, default_backbone_path
 from o1_embedder.model.module import CONFIG_FILE, QUERY_PROMPT, O1Embedder
 
@@ -79,9 +80,13 @@ def load_model(name_or_path: str = DEFAULT_MODEL_NAME, **kwargs) -> SentenceTran
     Extra keyword arguments go to ``SentenceTransformer`` (``device``, ``model_kwargs`` ...).
     """
     if name_or_path == DEFAULT_MODEL_NAME and not os.path.isdir(name_or_path):
-        return default_model()
-    looks_local = os.path.isabs(name_or_path) or name_or_path.startswith(".") or name_or_path.count("/") > 1
-    if looks_local and not os.path.exists(name_or_path):
+        model_kwargs = kwargs.pop("model_kwargs", None)
+        device = kwargs.pop("device", None)
+        if kwargs:
+            raise TypeError(f"load_model('{DEFAULT_MODEL_NAME}') takes model_kwargs and device only, got {sorted(kwargs)}")
+        model = default_model(model_kwargs=model_kwargs) if model_kwargs else default_model()
+        return model.to(device) if device is not None else model
+    if looks_like_path(name_or_path) and not os.path.exists(name_or_path):
         raise FileNotFoundError(f"model folder not found: {name_or_path}")
     if os.path.isdir(name_or_path):
         modules = os.path.join(name_or_path, "modules.json")

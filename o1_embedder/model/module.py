@@ -73,6 +73,8 @@ class O1Embedder(InputModule):
     config_keys = ["prompt_format", "max_query_tokens", "max_document_tokens", "num_thoughts", "generation",
                    "think", "dtype"]
     forward_kwargs = {"task", "think"}
+    #: settings that change query embeddings only (documents never think): corpus caches ignore them
+    query_only_settings = ("num_thoughts", "generation", "think", "max_query_tokens")
     save_in_root = True
 
     def __init__(self, model, tokenizer, *, prompt_format: PromptFormat | dict | None = None,
@@ -144,6 +146,17 @@ class O1Embedder(InputModule):
             self._generation = self._generation.replace(**generation)
         return self
 
+    def apply_overrides(self, *, num_thoughts: int | None = None, max_new_tokens: int | None = None,
+                        greedy: bool | None = None) -> O1Embedder:
+        """What command-line overrides do: each value given (not ``None``) replaces the model's setting;
+        ``greedy=True`` decodes greedily, ``greedy=False`` samples, ``None`` keeps the model's choice."""
+        changes: dict[str, Any] = {}
+        if max_new_tokens is not None:
+            changes["max_new_tokens"] = max_new_tokens
+        if greedy is not None:
+            changes["do_sample"] = not greedy
+        return self.configure(num_thoughts=num_thoughts, **changes)
+
     @property
     def dtype(self) -> str:
         """The backbone's floating-point type (``float32``, ``bfloat16`` ...): saved, and used again at load."""
@@ -151,7 +164,9 @@ class O1Embedder(InputModule):
 
     @property
     def thought_cache(self) -> ThoughtCache | None:
-        if not self.use_thought_cache:
+        """The cache thoughts are looked up in; ``None`` when off, or when sampling without a seed (a fresh
+        random thought each call is what ``seed=None`` asks for)."""
+        if not self.use_thought_cache or (self._generation.do_sample and self._generation.seed is None):
             return None
         if self._thought_cache is None:
             self._thought_cache = ThoughtCache.from_env()
@@ -387,8 +402,23 @@ class O1Embedder(InputModule):
         # Rows are decoded in chunks of at most ``decode_rows``, so memory stays flat however large K or the
         # batch; the K samples of a query stay together where they fit (one shared prefill).
         bar = self._progress_bar(len(misses))
-        for start in range(0, len(misses), self.decode_rows):
-            chunk = misses[start:start + self.decode_rows]
+        # a query's K samples in one chunk (one prefill) unless K alone is more than decode_rows
+        rows = self.decode_rows // samples * samples if samples <= self.decode_rows else self.decode_rows
+        try:
+            self._think_chunks(misses, rows, prompt_ids, queries, keys, cache, vectors, thoughts, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        embeddings = F.normalize(vectors.mean(dim=1), dim=-1)
+        if samples < self.num_thoughts:  # greedy: the K thoughts are one thought repeated
+            thoughts = [row * self.num_thoughts for row in thoughts]
+        return embeddings, thoughts
+
+    def _think_chunks(self, misses, rows, prompt_ids, queries, keys, cache, vectors, thoughts, bar) -> None:
+        """Generate the missing thoughts in chunks of ``rows``, filling ``vectors`` and ``thoughts`` in place and
+        storing each chunk's thoughts in the cache as soon as it is done."""
+        for start in range(0, len(misses), rows):
+            chunk = misses[start:start + rows]
             result = think_and_embed(
                 self.model, [prompt_ids[i] for i, _ in chunk], settings=self._generation,
                 pad_id=self.tokenizer.pad_token_id, eos_id=self.builder.eos_id, emb_id=self.builder.emb_id,
@@ -409,12 +439,6 @@ class O1Embedder(InputModule):
                 vecs = result.embeddings.cpu().numpy()
                 cache.put_many([(keys[i][k], queries[i], k, CachedThought(text, ids, vec))
                                 for (i, k), text, ids, vec in zip(chunk, texts, result.thought_ids, vecs)])
-        if bar is not None:
-            bar.close()
-        embeddings = F.normalize(vectors.mean(dim=1), dim=-1)
-        if samples < self.num_thoughts:  # greedy: the K thoughts are one thought repeated
-            thoughts = [row * self.num_thoughts for row in thoughts]
-        return embeddings, thoughts
 
     # ------------------------------------------------------------------------------- save and load
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:

@@ -12,7 +12,6 @@ import os
 import socket
 import threading
 import time
-from typing import Any
 
 import uvicorn
 from sentence_transformers import SentenceTransformer
@@ -62,21 +61,17 @@ def load_for_serving(name_or_path: str, settings: ServeSettings) -> tuple[Senten
 
 def configure_module(module: O1Embedder, settings: ServeSettings) -> None:
     """Thinking overrides (K, thought length, greedy) and the thought cache location from the settings."""
-    changes: dict[str, Any] = {}
-    if settings.num_thoughts is not None:
-        changes["num_thoughts"] = settings.num_thoughts
-    if settings.max_new_tokens is not None:
-        changes["max_new_tokens"] = settings.max_new_tokens
-    if settings.greedy:
-        changes["do_sample"] = False
-    module.configure(**changes)
+    module.apply_overrides(num_thoughts=settings.num_thoughts, max_new_tokens=settings.max_new_tokens,
+                           greedy=True if settings.greedy else None)
     if settings.thought_cache is not None:
         off = settings.thought_cache.strip().lower() in ("off", "none", "")
         module.thought_cache = None if off else ThoughtCache(settings.thought_cache)
 
 
 def build_service(model: SentenceTransformer | O1Embedder, settings: ServeSettings, name: str) -> EmbeddingService:
+    """The service for a loaded model, with the settings' thinking overrides and thought cache applied."""
     module = model[0] if isinstance(model, SentenceTransformer) else model
+    configure_module(module, settings)
     return EmbeddingService(module, settings, name)
 
 

@@ -76,9 +76,11 @@ class TrainConfig:
         for name in ("num_negatives", "save_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("thought_dropout", "warmup_ratio", "lora_dropout"):
+        for name in ("thought_dropout", "lora_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_ratio < 1.0:  # the trainer reads a value of 1 or more as a number of steps
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.learning_rate <= 0 or self.epochs <= 0 or self.temperature <= 0:
             raise ValueError("learning_rate, epochs and temperature must be > 0")
 
