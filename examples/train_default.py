@@ -420,7 +420,7 @@ def stage_eval(out: Path, args) -> None:
                 name = f"{label} ({'think' if think else 'no think'})"
                 started = time.perf_counter()
                 result = evaluate_dense(model, data, name=name, query_kwargs={"think": think}, cache_dir=cache_dir,
-                                        batch_size=16)
+                                        batch_size=16, query_batch_size=64)
                 results.append(result)
                 log(f"eval {key}: {name} nDCG@10={result['metrics']['ndcg@10']:.4f} "
                     f"({time.perf_counter() - started:.0f}s)")
