@@ -60,6 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="folder for every stage's output (resumable)")
     p.add_argument("--stop-after", choices=STAGES, help="stop after this stage")
     p.add_argument("--ship", action="store_true", help="copy the trained adapter and its card into the package")
+    p.add_argument("--measure-queries", action="store_true",
+                   help="measure the query sources (model-written questions, descriptions, sentences, titles) on 60 "
+                        "passages and stop: how many are questions, how often all-MiniLM-L6-v2 ranks the source "
+                        "passage first among 2,000")
     p.add_argument("--reuse", help="start from the data stages of another run folder, restricted to its first "
                                    "--records records (for ablations of training settings on the same data)")
     g = p.add_argument_group("data")
@@ -526,6 +530,44 @@ def model_card(out: Path, args, gguf_sha256: str) -> str:
     ]) + "\n"
 
 
+def measure_queries(out: Path, args, size: int = 60, pool_size: int = 2000) -> dict:
+    """The measurement behind the query source: are the texts queries, and how hard are they to retrieve?"""
+    from o1_embedder.evaluation.job import load_comparison_model
+    from o1_embedder.files import atomic_write_text
+    from o1_embedder.generation.backends import GenerationRequest
+    from o1_embedder.generation.settings import GenerationSettings
+    from o1_embedder.generation.transformers_backend import TransformersBackend
+    from o1_embedder.model.default import default_backbone_path
+
+    items = passages()
+    random.Random(args.seed).shuffle(items)
+    sample, pool = items[:size], items[:pool_size]
+    backend = TransformersBackend(str(default_backbone_path()), batch_size=30,
+                                  settings=GenerationSettings(max_new_tokens=32, do_sample=False))
+    requests = [GenerationRequest([{"role": "user", "content": "Write one search question that this passage answers. "
+                                    "Do not name its title.\n\nPassage: " + " ".join(p["text"].split()[:80])}])
+                for p in sample]
+    rng = random.Random(f"{args.seed}-measure")
+    sources = {"model-written question": [g.texts[0].strip() for g in backend.generate(requests)],
+               "description": [p["description"] for p in sample],
+               "sentence (inverse cloze)": [(ict_query(p, rng) or ("",))[0] for p in sample],
+               "title": [p["title"] for p in sample]}
+    minilm = load_comparison_model("all-MiniLM-L6-v2")
+    docs = minilm.encode([p["text"] for p in pool], convert_to_tensor=True, normalize_embeddings=True, batch_size=64)
+    results = {}
+    for name, queries in sources.items():
+        valid = [(i, q) for i, q in enumerate(queries) if q]
+        emb = minilm.encode([q for _, q in valid], convert_to_tensor=True, normalize_embeddings=True)
+        top = (emb @ docs.T).argmax(dim=1).tolist()
+        results[name] = {"queries": len(valid), "ending_with_?": sum(q.rstrip().endswith("?") for _, q in valid),
+                         "source_ranked_first": round(sum(t == i for (i, _), t in zip(valid, top)) / len(valid), 3)}
+        log(f"measure: {name}: {results[name]}")
+    atomic_write_text(out / "query_sources.json", json.dumps({"results": results,
+                                                              "examples": sources["model-written question"]},
+                                                             indent=2, ensure_ascii=False) + "\n")
+    return results
+
+
 def reuse(source: Path, out: Path, args) -> None:
     """Copy ``source``'s data stages for its first ``--records`` records (same seed and query source required)."""
     import shutil
@@ -571,6 +613,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.ship:
         ship(out, args)
+        return 0
+    if args.measure_queries:
+        measure_queries(out, args)
         return 0
     if args.reuse and not (out / DONE["records"]).exists():
         reuse(Path(args.reuse), out, args)
