@@ -105,3 +105,22 @@ def test_settings_types_are_checked(bad, message):
         GenerationSettings(**bad)
     with pytest.raises(ValueError, match="unknown generation setting"):
         GenerationSettings.from_dict({"max_tokens": 3})
+
+
+def test_identical_rows_share_their_decoding_steps(tiny_backbone):
+    """Rows whose sequences are the same (greedy samples of one query) are one cache row: K=3 costs K=1's steps."""
+    module = build_model(str(tiny_backbone), max_query_tokens=16)[0]
+    prompts = module.builder.query_prompts(QUERIES)
+    fed = []
+    handle = module.model.get_decoder().register_forward_hook(
+        lambda mod, args, kwargs, out: fed.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        for copies in (1, 3):
+            fed.clear()
+            out = decode(module.model, prompts * copies, settings=GenerationSettings(max_new_tokens=8, do_sample=False),
+                         pad_id=module.tokenizer.pad_token_id, eos_ids=[module.builder.eos_id],
+                         emb_id=module.builder.emb_id)
+            assert out.token_ids[:len(prompts)] * copies == out.token_ids
+            assert max(fed) <= len(prompts)  # never more cache rows than distinct sequences
+    finally:
+        handle.remove()

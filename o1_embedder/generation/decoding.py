@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from o1_embedder.generation.settings import GenerationSettings
 
-__all__ = ["Decoded", "decode", "left_pad", "position_ids", "sample_rows"]
+__all__ = ["Decoded", "decode", "left_pad", "position_ids"]
 
 
 @dataclass
@@ -59,19 +59,40 @@ def decoder(lm):
     return lm.get_decoder() if hasattr(lm, "get_decoder") else lm.base_model
 
 
-def sample_rows(logits: torch.Tensor, settings: GenerationSettings, generators: list[torch.Generator] | None
-                ) -> torch.Tensor:
-    """One token per row: greedy argmax, or temperature + top-p sampling with each row's own generator
-    (transformers' temperature and top-p warpers, then one multinomial draw per row)."""
+SAMPLE, CUT, CLOSE, EMB, DEAD = range(5)
+
+
+def _choose(hidden: torch.Tensor, members: list[list[int]], phase: list[int], head, suppress, settings,
+            generators) -> dict[int, int]:
+    """The next token of every row of every sampling slot: the LM head runs once per slot; greedy rows take
+    its argmax, sampling rows draw from it with their own generators."""
+    slots = [slot for slot, state in enumerate(phase) if state == SAMPLE]
+    if not slots:
+        return {}
+    logits = head(hidden[slots])
+    if suppress is not None:
+        logits[:, suppress] = float("-inf")
+    chosen: dict[int, int] = {}
     if not settings.do_sample:
-        return logits.argmax(dim=-1)
+        for slot, token in zip(slots, logits.argmax(dim=-1).tolist()):
+            for row in members[slot]:
+                chosen[row] = token
+        return chosen
+    probs = _sampling_probs(logits, settings)
+    for position, slot in enumerate(slots):
+        for row in members[slot]:
+            chosen[row] = int(torch.multinomial(probs[position], 1, generator=generators[row]))
+    return chosen
+
+
+def _sampling_probs(logits: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:
+    """Temperature, then top-p (transformers' warpers), then softmax."""
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
     scores = TemperatureLogitsWarper(settings.temperature)(None, logits.float())
     if settings.top_p < 1.0:
         scores = TopPLogitsWarper(settings.top_p)(None, scores)
-    probs = torch.softmax(scores, dim=-1)
-    return torch.cat([torch.multinomial(probs[row], 1, generator=gen) for row, gen in enumerate(generators)])
+    return torch.softmax(scores, dim=-1)
 
 
 @torch.no_grad()
@@ -102,27 +123,23 @@ def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id
     rows = len(prompts)
     hidden_size = lm.config.get_text_config().hidden_size
 
-    # 1. One prefill per distinct prompt, expanded to the rows.
-    distinct: dict[tuple[int, ...], int] = {}
-    row_prompt = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
-    unique = [list(p) for p in distinct]
-    ids, mask = left_pad(unique, pad_id, device)
+    # Slots are the rows of the KV cache. Rows whose sequences are identical so far share one slot: the K
+    # samples of a query share its prefill and every step until their sampled tokens differ (at a low
+    # temperature, often most of the thought); a slot forks when its rows choose different tokens.
     from transformers import DynamicCache
 
-    cache = DynamicCache(config=lm.config)
+    distinct: dict[tuple[int, ...], int] = {}
+    row_slot = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+    ids, mask = left_pad([list(p) for p in distinct], pad_id, device)
     body = decoder(lm)
-    out = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), past_key_values=cache,
-               use_cache=True)
+    out = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+               past_key_values=DynamicCache(config=lm.config), use_cache=True)
     cache = out.past_key_values
-    index = torch.tensor(row_prompt, device=device)
-    if len(unique) != rows or row_prompt != list(range(rows)):
-        cache.batch_select_indices(index)
-    mask = mask[index]
-    hidden = out.last_hidden_state[index, -1]
+    hidden = out.last_hidden_state[:, -1]
 
     head = lm.get_output_embeddings()
     suppress = torch.tensor(sorted(set(suppress_ids)), dtype=torch.long, device=device) if suppress_ids else None
-    eos = torch.tensor(eos_ids, device=device)
+    eos_set = set(eos_ids)
     generators = ([torch.Generator(device=device).manual_seed(int(s)) for s in row_seeds]
                   if settings.do_sample else None)
 
@@ -131,72 +148,86 @@ def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id
     embeddings = torch.zeros(rows, hidden_size, device=device) if emb_id is not None else None
     generated = 0
     steps = 0
-    # Per active row (the cache's batch order): its row number, and its phase:
-    # 0 sampling; 1 the pending input is the eos that ends the thought; 2 the pending input is <emb>.
-    active = torch.arange(rows, device=device)
-    phase = torch.zeros(rows, dtype=torch.long, device=device)
-    pending = torch.full((rows,), pad_id, dtype=torch.long, device=device)
-    to_sample = torch.ones(rows, dtype=torch.bool, device=device)  # the prefill's last state predicts a token
+    # Per slot: its rows, its phase (SAMPLE: the state predicts a token; CUT / CLOSE: the pending input is the
+    # eos that ends the thought; EMB: the pending input is <emb>; DEAD: done, riding along masked out until
+    # enough slots are done to pay for compacting the cache), its token count and its pending input.
+    members: list[list[int]] = [[] for _ in distinct]
+    for row, slot in enumerate(row_slot):
+        members[slot].append(row)
+    phase = [SAMPLE] * len(members)
+    count = [0] * len(members)
     while True:
-        # a. Rows whose input was <emb> are done: their hidden state is the embedding.
-        done = phase == 2
-        if embeddings is not None and steps > 0 and done.any():
-            embeddings[active[done]] = hidden[done].float()
-        # b. Sample for rows that are still thinking.
-        next_phase = phase.clone()
-        if to_sample.any():
-            sampling_rows = to_sample.nonzero().flatten()
-            logits = head(hidden[sampling_rows])
-            if suppress is not None:
-                logits[:, suppress] = float("-inf")
-            row_ids = active[sampling_rows].tolist()
-            choice = sample_rows(logits, settings, [generators[r] for r in row_ids] if generators else None)
-            generated += len(row_ids)
-            ended = torch.isin(choice, eos)
-            for r, token, end in zip(row_ids, choice.tolist(), ended.tolist()):
-                if end:
-                    finished[r] = True
-                else:
-                    tokens[r].append(token)
-            pending[sampling_rows] = torch.where(ended, eos[0], choice)
-            next_phase[sampling_rows] = ended.long()  # an eos goes in as the thought's end (phase 1)
-            if emb_id is None:  # without an embedding to read, a thought at the length limit is done
-                full = torch.tensor([len(tokens[r]) >= settings.max_new_tokens for r in row_ids], device=device)
-                next_phase[sampling_rows[full]] = 3
-        # c. Rows at the length limit stop sampling: their last token, then eos, then <emb>.
-        counts = torch.tensor([len(tokens[r]) for r in active.tolist()], device=device)
-        cut = (phase == 0) & ~to_sample & (counts >= settings.max_new_tokens)
-        pending[cut] = eos[0]
-        next_phase[cut] = 1
-        closing = (phase == 1) & ~to_sample
-        pending[closing] = emb_id if emb_id is not None else pad_id
-        next_phase[closing] = 2
-        next_phase[done] = 3
-        if emb_id is None:  # no embedding: a row is done when its thought ends
-            next_phase[next_phase >= 1] = 3
-        # d. Drop the rows that are done, once there are enough of them to pay for copying the cache; until
-        #    then they ride along masked out.
-        live = next_phase != 3
-        if not live.any():
+        slots = len(members)
+        chosen = _choose(hidden, members, phase, head, suppress, settings, generators)
+        # New slots, each with the cache row it continues from.
+        source: list[int] = []
+        new_members: list[list[int]] = []
+        new_phase: list[int] = []
+        new_count: list[int] = []
+        new_pending: list[int] = []
+
+        def keep(slot: int, rows_: list[int], phase_: int, count_: int, pending_: int) -> None:
+            source.append(slot)
+            new_members.append(rows_)
+            new_phase.append(phase_)
+            new_count.append(count_)
+            new_pending.append(pending_)
+
+        for slot in range(slots):
+            state = phase[slot]
+            if state == DEAD:
+                keep(slot, members[slot], DEAD, count[slot], pad_id)
+            elif state == EMB:  # the input was <emb>: its state is the embedding of every row of the slot
+                for row in members[slot]:
+                    embeddings[row] = hidden[slot].float()
+                keep(slot, members[slot], DEAD, count[slot], pad_id)
+            elif state == CLOSE:
+                keep(slot, members[slot], EMB, count[slot], emb_id)
+            elif state == CUT:  # at the length limit: eos, then <emb>
+                keep(slot, members[slot], CLOSE, count[slot], eos_ids[0])
+            else:  # SAMPLE: group the slot's rows by the token they chose
+                groups: dict[int, list[int]] = {}
+                for row in members[slot]:
+                    groups.setdefault(chosen[row], []).append(row)
+                for token, rows_ in groups.items():
+                    generated += len(rows_)
+                    if token in eos_set:
+                        for row in rows_:
+                            finished[row] = True
+                        keep(slot, rows_, CLOSE if emb_id is not None else DEAD, count[slot], eos_ids[0])
+                        continue
+                    for row in rows_:
+                        tokens[row].append(token)
+                    full = count[slot] + 1 >= settings.max_new_tokens
+                    if full and emb_id is None:
+                        keep(slot, rows_, DEAD, count[slot] + 1, pad_id)
+                    else:
+                        keep(slot, rows_, CUT if full else SAMPLE, count[slot] + 1, token)
+        live = [state != DEAD for state in new_phase]
+        if not any(live):
             break
-        dead = int((~live).sum())
-        if dead >= max(4, len(live) // 8):
-            kept = live.nonzero().flatten()
-            cache.batch_select_indices(kept)
-            active, pending, next_phase, mask = active[kept], pending[kept], next_phase[kept], mask[kept]
-            live = live[kept]
-        pending = torch.where(live, pending, torch.full_like(pending, pad_id))
-        phase = next_phase
-        # e. Feed one token per row.
+        # Reorganise the cache when a slot forked, or when enough slots are done to pay for the copy.
+        forked = len(source) != len(set(source))
+        dead = len(live) - sum(live)
+        if forked or dead >= max(4, len(live) // 8):
+            picks = [i for i, alive in enumerate(live) if alive]
+            index = [source[i] for i in picks]
+            if index != list(range(slots)):
+                cache.batch_select_indices(torch.tensor(index, device=device))
+                mask = mask[index]
+            new_members, new_phase, new_count, new_pending = ([values[i] for i in picks] for values in
+                                                              (new_members, new_phase, new_count, new_pending))
+            live = [True] * len(picks)
+        members, phase, count = new_members, new_phase, new_count
+        # Feed one token per slot (done slots feed padding, masked out).
+        live_column = torch.tensor(live, dtype=torch.long, device=device)[:, None]
         positions = mask.sum(dim=1, keepdim=True)
-        mask = torch.cat([mask, live.long()[:, None]], dim=1)
-        out = body(input_ids=pending[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True)
+        mask = torch.cat([mask, live_column], dim=1)
+        out = body(input_ids=torch.tensor(new_pending, device=device)[:, None], attention_mask=mask,
+                   position_ids=positions, past_key_values=cache, use_cache=True)
         cache = out.past_key_values
         hidden = out.last_hidden_state[:, -1]
         steps += 1
-        counts = torch.tensor([len(tokens[r]) for r in active.tolist()], device=device)
-        to_sample = (phase == 0) & (counts < settings.max_new_tokens)
     if embeddings is not None:
         embeddings = F.normalize(embeddings, dim=-1)
     return Decoded(tokens, finished, generated, embeddings, steps)
