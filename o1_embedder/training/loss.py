@@ -104,6 +104,11 @@ def check_features(features: list[dict[str, torch.Tensor]]) -> None:
                          "contrastive loss use a Sentence-Transformers loss such as MultipleNegativesRankingLoss")
 
 
+def _rows(feature: dict, begin: int, end: int) -> dict:
+    """Rows ``begin:end`` of a padded feature group (every tensor is batch-first)."""
+    return {k: v[begin:end] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in feature.items()}
+
+
 class CachedJointLoss(JointLoss):
     """GradCache-style :class:`JointLoss` for large batches on small memory.
 
@@ -114,7 +119,10 @@ class CachedJointLoss(JointLoss):
        with its cached embedding gradient, plus its share of the generation loss.
 
     Memory then scales with ``mini_batch_size``, not the batch, for the same loss and gradients
-    (up to floating-point order). Works in one process; under DDP, gradients are synchronised on every
+    (up to floating-point order). The three steps are written here rather than through Sentence-Transformers'
+    ``CachedLossMixin`` because the generation term is back-propagated in the same replay pass as the cached
+    embedding gradients and needs the loss's incoming gradient (gradient accumulation scales it), which the
+    mixin's replay does not hand to the embedding step; its ``RandContext`` is reused for the RNG replay. Works in one process; under DDP, gradients are synchronised on every
     mini-batch backward (correct, but slower than the plain loss).
     """
 
@@ -133,7 +141,7 @@ class CachedJointLoss(JointLoss):
 
     def forward(self, features: list[dict[str, torch.Tensor]], labels: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:
-        from sentence_transformers.base.losses.gradcache import RandContext, _create_minibatch
+        from sentence_transformers.base.losses.gradcache import RandContext
 
         check_features(features)
         thought_tokens = int((features[0]["labels"][:, 1:] != -100).sum()) if "labels" in features[0] else 0
@@ -142,7 +150,7 @@ class CachedJointLoss(JointLoss):
             for index, feature in enumerate(features):
                 group, group_states = [], []
                 for begin, end in self._ranges(feature):
-                    mini = _create_minibatch(feature, begin, end)
+                    mini = _rows(feature, begin, end)
                     group_states.append(RandContext(*mini.values()))
                     out = self.model(mini)
                     group.append(out["sentence_embedding"].detach())
@@ -169,13 +177,11 @@ class CachedJointLoss(JointLoss):
         return {**values, "contrastive": carrier, "generation": generation}
 
     def _replay(self, features, cache, states, thought_tokens, grad_output) -> None:
-        from sentence_transformers.base.losses.gradcache import _create_minibatch
-
         with torch.enable_grad():
             for index, (feature, grad, group_states) in enumerate(zip(features, cache, states)):
                 for (begin, end), state in zip(self._ranges(feature), group_states):
                     with state:
-                        out = self.model(_create_minibatch(feature, begin, end))
+                        out = self.model(_rows(feature, begin, end))
                     surrogate = torch.dot(out["sentence_embedding"].flatten(), grad[begin:end].flatten())
                     if index == 0 and out["thought_targets"].numel():
                         surrogate = surrogate + self.generation_weight * F.cross_entropy(
