@@ -159,8 +159,14 @@ def main(argv=None) -> int:
     print(f"backbone: {default_backbone_path()}  queries={len(queries)} docs={len(docs)} batch={bs} "
           f"max_new_tokens={args.max_new_tokens} torch threads={torch.get_num_threads()}")
 
+    print("\n| measure | ratio | detail |\n|---|---|---|", flush=True)
+
+    def report(*rows):  # each row as soon as it is measured, so a cut-short run keeps what it measured
+        for name, ratio, detail in rows:
+            print(f"| {name} | {ratio:.2f} | {detail} |", flush=True)
+
     # 0. the cost of thinking at the main job's settings, vs the FLOP floor
-    think_rows = thinking_cost(model, queries, bs)
+    report(*thinking_cost(model, queries, bs))
 
     # 1. one pass vs two passes, greedy K=1 (identical thoughts in both), alternated to share machine noise
     one, t_one = timed(lambda: one_pass(module, queries, bs))
@@ -170,6 +176,8 @@ def main(argv=None) -> int:
     t_one, t_two = t_one + t_one2, t_two + t_two2
     max_diff = (one - two).abs().max().item()
     cos = (one * two).sum(-1).min().item()
+    report(("one-pass vs two-pass query encoding (time ratio two/one)", t_two / t_one,
+            f"{t_one:.1f}s vs {t_two:.1f}s (2 runs each); max |diff|={max_diff:.2e}, min cos={cos:.6f}"))
 
     # 2. cached vs uncached
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,12 +185,14 @@ def main(argv=None) -> int:
         _, t_fill = timed(lambda: model.encode_query(queries, batch_size=bs))
         _, t_cached = timed(lambda: model.encode_query(queries, batch_size=bs))
         module.thought_cache = None
+    report(("cached vs uncached (speed-up uncached/cached)", t_fill / t_cached, f"{t_fill:.1f}s vs {t_cached:.2f}s"))
 
     # 3. K=3 sampled vs K=1 sampled
     module.configure(num_thoughts=1, do_sample=True, temperature=0.1, top_p=0.9, seed=0)
     _, t_k1 = timed(lambda: model.encode_query(queries, batch_size=bs))
     module.configure(num_thoughts=3)
     _, t_k3 = timed(lambda: model.encode_query(queries, batch_size=bs))
+    report(("K=3 vs K=1 sampled thoughts (time ratio K3/K1)", t_k3 / t_k1, f"{t_k1:.1f}s vs {t_k3:.1f}s"))
 
     # 4. documents vs plain Transformer + Pooling("lasttoken")
     from sentence_transformers import SentenceTransformer
@@ -198,19 +208,10 @@ def main(argv=None) -> int:
     _, t_doc = timed(lambda: model.encode_document(docs, batch_size=bs))
     _, t_plain = timed(lambda: plain.encode(docs, batch_size=bs))
 
-    rows = think_rows + [
-        ("one-pass vs two-pass query encoding (time ratio two/one)", t_two / t_one,
-         f"{t_one:.1f}s vs {t_two:.1f}s (2 runs each); max |diff|={max_diff:.2e}, min cos={cos:.6f}"),
-        ("cached vs uncached (speed-up uncached/cached)", t_fill / t_cached, f"{t_fill:.1f}s vs {t_cached:.2f}s"),
-        ("K=3 vs K=1 sampled thoughts (time ratio K3/K1)", t_k3 / t_k1, f"{t_k1:.1f}s vs {t_k3:.1f}s"),
-        ("documents: o1-embedder vs Transformer+Pooling(lasttoken) (throughput ratio)", t_plain / t_doc,
-         f"{len(docs) / t_doc:.1f} vs {len(docs) / t_plain:.1f} docs/s"),
-    ]
+    report(("documents: o1-embedder vs Transformer+Pooling(lasttoken) (throughput ratio)", t_plain / t_doc,
+            f"{len(docs) / t_doc:.1f} vs {len(docs) / t_plain:.1f} docs/s"))
     if args.int8:
-        rows += int8_rows(model, queries, bs)
-    print("\n| measure | ratio | detail |\n|---|---|---|")
-    for name, ratio, detail in rows:
-        print(f"| {name} | {ratio:.2f} | {detail} |")
+        report(*int8_rows(model, queries, bs))
     return 0
 
 
