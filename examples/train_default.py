@@ -484,6 +484,9 @@ def model_card(out: Path, args, gguf_sha256: str) -> str:
 
     settings = json.loads((out / "recipe.json").read_text())
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
+    trained_with = json.loads((out / "model" / "training_config.json").read_text())
+    trained_with = {k: v for k, v in trained_with.items()
+                    if k not in ("data", "output", "model", "adapter_output", "eval_data", "resume", "force")}
     scores = []
     for key in ("cranfield", "dev"):
         md = out / "eval" / key / "results.md"
@@ -516,7 +519,9 @@ def model_card(out: Path, args, gguf_sha256: str) -> str:
         command.strip(),
         "```",
         "",
-        "Settings of the run: " + json.dumps(settings, sort_keys=True),
+        "Settings of the data stages: " + json.dumps(settings, sort_keys=True),
+        "",
+        "Training settings (`TrainConfig`): " + json.dumps(trained_with, sort_keys=True),
         "",
         "Stage times on 2 CPU cores (seconds): " + json.dumps(timings),
         "",

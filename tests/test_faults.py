@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -376,3 +377,38 @@ def test_one_damaged_cache_row_is_a_miss(tmp_path):
         assert list(cache.get_many(["good", "bad"])) == ["good"]
     cache.put_many([("new", "q", 0, CachedThought("t", [4], None))])
     assert "new" in cache.get_many(["new"]) and not cache.in_memory
+
+
+def test_7_ctrl_c_stops_synthesis_fast_and_leaves_a_resumable_file(tmp_path):
+    """Ctrl-C in the middle of a served synthesis run: the process ends within seconds with status 130, every
+    line already written is a whole record, and running the same command again completes the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    source = write_jsonl(tmp_path / "in.jsonl", records(24))
+    out = tmp_path / "out.jsonl"
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    with FakeOpenAIServer(slow=("query number",), slow_seconds=0.4, lifetime=300) as server:
+        command = [sys.executable, "-m", "o1_embedder.cli", "synth", str(source), "-o", str(out), "--backend", "openai",
+                   "--base-url", server.url, "--model", "fake-model", "--few-shot", "0", "--concurrency", "2",
+                   "--chunk-size", "2", "-n", "1"]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
+            time.sleep(0.1)
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = process.communicate(timeout=30)
+        assert time.monotonic() - started < 15, "Ctrl-C took too long"  # about a second on an idle machine
+        assert process.returncode == 130, err
+        assert "interrupted" in err
+        written = [json.loads(line) for line in out.read_text().splitlines()]  # every line a whole record
+        assert 2 <= len(written) < 24
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+        assert again.returncode == 0, again.stderr
+    final = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["query_id"] for r in final) == sorted(f"q{i}" for i in range(24))

@@ -125,3 +125,10 @@ def test_saved_folder_carries_a_real_model_card(model, tmp_path):
                    "encode_query", "encode_document", "Thinking cost", "arXiv:2502.07555", "`num_thoughts` | `1`"):
         assert needed in card, needed
     assert "sentence_transformers_model_id" not in card
+    # a backbone from a local folder is named in the text (never "unknown"), and kept out of the hub header
+    assert f"`{tiny_backbone_name(model)} (a local folder)`" in card and "unknown" not in card
+    assert "base_model:" not in card.split("---")[1]
+
+
+def tiny_backbone_name(model) -> str:
+    return Path(model[0].model.config._name_or_path).name

@@ -19,8 +19,11 @@ CITATION = """@article{yan2025o1embedder,
 }"""
 
 
-def model_card(module, *, name: str, base_model: str | None, license: str | None) -> str:
-    """The README.md of a saved model folder named ``name`` (the folder name users load)."""
+def model_card(module, *, name: str, base_model: str | None, license: str | None, backbone: str | None = None) -> str:
+    """The README.md of a saved model folder named ``name`` (the folder name users load).
+
+    ``base_model`` (a hub id) goes into the card's header; ``backbone`` names a backbone that has none (a local
+    folder) in the text only."""
     gen = module.generation_settings
     samples = module.num_thoughts if gen.do_sample else 1
     decoding = (f"sampled (temperature {gen.temperature}, top-p {gen.top_p}, seed {gen.seed})"
@@ -42,7 +45,7 @@ def model_card(module, *, name: str, base_model: str | None, license: str | None
 # {name}
 
 An [o1-embedder](https://pypi.org/project/o1-embedder/) model: think-then-embed retrieval (O1 Embedder,
-arXiv 2502.07555) on the causal LM `{base_model or 'unknown'}`. A query is embedded after the model writes a
+arXiv 2502.07555) on the causal LM `{base_model or backbone or 'of this folder'}`. A query is embedded after the model writes a
 short thought about it (query + thought, one pass); documents are embedded directly.
 
 ## Usage

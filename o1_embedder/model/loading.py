@@ -185,10 +185,12 @@ def _card(model: SentenceTransformer, name: str) -> str:
     module = model[0]
     card_data = getattr(model, "model_card_data", None)
     base = getattr(card_data, "base_model", None) or getattr(module.model.config, "_name_or_path", None) or None
-    if base and os.path.isabs(str(base)):  # a local path says nothing to a reader elsewhere
+    backbone = None
+    if base and os.path.isabs(str(base)):  # a local path says nothing to a reader elsewhere: its name, as text
+        backbone = f"{os.path.basename(os.path.normpath(str(base)))} (a local folder)"
         base = getattr(module.model.config, "o1_base_model", None)
     license = getattr(card_data, "license", None) or getattr(module.model.config, "o1_license", None)
-    return model_card(module, name=name, base_model=base, license=license)
+    return model_card(module, name=name, base_model=base, license=license, backbone=backbone)
 
 
 def materialize_default(path: str | os.PathLike = DEFAULT_MODEL_NAME, *, force: bool = False, **settings) -> Path:
