@@ -519,7 +519,7 @@ def model_card(out: Path, args, gguf_sha256: str) -> str:
         command.strip(),
         "```",
         "",
-        "Settings of the data stages: " + json.dumps(settings, sort_keys=True),
+        "Settings of the run (`recipe.json`): " + json.dumps(settings, sort_keys=True),
         "",
         "Training settings (`TrainConfig`): " + json.dumps(trained_with, sort_keys=True),
         "",

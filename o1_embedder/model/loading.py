@@ -66,9 +66,13 @@ def _record_origin(model: SentenceTransformer) -> SentenceTransformer:
 def apply_adapter(module: O1Embedder, path: str | os.PathLike) -> None:
     """Apply a saved LoRA adapter (``o1_embedder.training.lora.save_adapter``: peft layout) to an
     ``O1Embedder``'s backbone and merge it, in place."""
+    import warnings
+
     from peft import PeftModel
 
-    peft_model = PeftModel.from_pretrained(module.model, str(path), torch_device=str(module.model.device))
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for the user to do
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = PeftModel.from_pretrained(module.model, str(path), torch_device=str(module.model.device))
     module.model = peft_model.merge_and_unload()
     module._fingerprint = None
 
