@@ -94,6 +94,17 @@ def tiny_model(tiny_backbone):
     return model
 
 
+@pytest.fixture()
+def tiny_greedy_model(tiny_backbone):
+    """A fresh o1-embedder SentenceTransformer on the tiny Llama, greedy K=1 thoughts of up to 6 tokens, cache off."""
+    from o1_embedder import build_model
+
+    model = build_model(str(tiny_backbone), num_thoughts=1, generation={"do_sample": False, "max_new_tokens": 6},
+                        max_query_tokens=16, max_document_tokens=24)
+    model[0].thought_cache = None
+    return model
+
+
 QUERIES = ["what is the boundary layer", "heat transfer at high speed over a swept wing in a wind tunnel", "",
            "pressure"]
 DOCUMENTS = ["the boundary layer thickens downstream", "heated wings at high speed", "pressure distribution"]

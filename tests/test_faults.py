@@ -27,11 +27,8 @@ from o1_embedder.training import TrainConfig, train
 
 
 @pytest.fixture()
-def model(tiny_backbone):
-    m = build_model(str(tiny_backbone), num_thoughts=1, generation={"do_sample": False, "max_new_tokens": 4},
-                    max_query_tokens=16, max_document_tokens=24)
-    m[0].thought_cache = None
-    return m
+def model(tiny_greedy_model):
+    return tiny_greedy_model
 
 
 @pytest.fixture()

@@ -11,7 +11,6 @@ from sentence_transformers import SentenceTransformerTrainer, SentenceTransforme
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from test_training import features_of
 
-from o1_embedder import build_model
 from o1_embedder.training import JointCollator, JointLoss, JointTrainer
 
 ROWS = {"anchor": ["what is lift", "heat transfer at high speed"],
@@ -21,11 +20,8 @@ ROWS = {"anchor": ["what is lift", "heat transfer at high speed"],
 
 
 @pytest.fixture()
-def model(tiny_backbone):
-    m = build_model(str(tiny_backbone), num_thoughts=1, generation={"do_sample": False, "max_new_tokens": 6},
-                    max_query_tokens=16, max_document_tokens=24)
-    m[0].thought_cache = None
-    return m
+def model(tiny_greedy_model):
+    return tiny_greedy_model
 
 
 def _args(tmp_path, **kwargs):
