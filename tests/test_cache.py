@@ -128,3 +128,21 @@ def test_fingerprint_sees_a_single_element(tiny_model):
     with torch.no_grad():
         module.model.get_output_embeddings().weight[3, 7] += 1e-3
     assert module.fingerprint() != before
+
+
+def test_fingerprint_does_not_depend_on_the_thread_count(tiny_model):
+    # caches keyed by the fingerprint must hit in a process with another thread count (a server, a test run
+    # with OMP_NUM_THREADS=1): a float32 sum over millions of elements differs in its last bits between 1 and 2
+    module = tiny_model[0]
+    module.model.register_parameter("large", torch.nn.Parameter(torch.randn(4_000_000,
+                                                                            generator=torch.Generator().manual_seed(0))))
+    threads = torch.get_num_threads()
+    seen = set()
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            module._fingerprint = None
+            seen.add(module.fingerprint())
+    finally:
+        torch.set_num_threads(threads)
+    assert len(seen) == 1

@@ -243,8 +243,9 @@ class O1Embedder(InputModule):
                 steps = min(flat.numel(), 512)
                 index = torch.arange(steps, device=flat.device) * (flat.numel() - 1) // max(steps - 1, 1)
                 digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
-                summary = torch.stack([flat.sum(dtype=torch.float32),
-                                       torch.linalg.vector_norm(flat, dtype=torch.float32)])
+                # float64 reductions rounded to float32: the same bytes whatever the thread count (a float32
+                # sum's last bits depend on how a parallel reduction splits the tensor)
+                summary = torch.stack([flat.sum(dtype=torch.float64), torch.linalg.vector_norm(flat.double())]).float()
                 digest.update(summary.cpu().numpy().tobytes())
                 digest.update(flat[index].float().cpu().numpy().tobytes())
         self._fingerprint = (version, digest.hexdigest()[:32])
