@@ -42,8 +42,11 @@ def test_render_plain_and_the_exploration_prompt():
     assert render_plain([{"role": "user", "content": "hi"}]) == "hi\n"
     with pytest.raises(ValueError, match="role"):
         GenerationRequest(messages=[{"content": "no role"}])
-    with pytest.raises(ValueError, match="query"):
-        ExplorationPrompt(query_template="no placeholder")
+    for bad in ("no placeholder", "Query: {query} ({lang})", "Q: {query} {}", "Q: {query} {query}", "Q: {query"):
+        with pytest.raises(ValueError, match="query_template"):
+            ExplorationPrompt(query_template=bad)
+    literal = ExplorationPrompt(query_template="{{search}} {query!s}")
+    assert literal.messages("lift", [])[-1]["content"] == "{search} lift"
 
 
 def test_sampling_config_is_validated():

@@ -30,6 +30,8 @@ def test_every_problem_is_reported_with_file_line_and_field(tmp_path):
         {"query_id": "e", "query": "q", "pos": ["p"], "thought": ""},
         {"query_id": "f", "query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1.0], "neg_scores": [1, 2]},
         ["a list"],
+        "[" * 100_000,
+        '{"query_id": "g", "query": "q", "pos": ["p"], "n": ' + "1" * 5000 + "}",
     ])
     with pytest.raises(RecordFormatError) as info:
         RecordFile(path)
@@ -44,6 +46,8 @@ def test_every_problem_is_reported_with_file_line_and_field(tmp_path):
         f"{path}:7: field 'thought' is empty",
         f"{path}:8: field 'neg_scores' has 2 scores for 1 passages in 'neg'",
         f"{path}:9: expected a JSON object, got list",
+        f"{path}:10: malformed JSON (RecursionError",
+        f"{path}:11: malformed JSON (ValueError",
     ]
     for line in expected:
         assert line in message
@@ -103,10 +107,30 @@ def test_writer_drops_a_partial_last_line_left_by_a_kill(tmp_path):
 
 def test_writer_refuses_a_file_with_a_bad_complete_line(tmp_path):
     out = tmp_path / "out.jsonl"
-    out.write_text('{"query_id": "a"}\nnot json\n{"no_id": 1}\n')
+    out.write_text('{"query_id": "a"}\nnot json\n{"no_id": 1}\n' + "[" * 100_000 + "\n" + "1" * 5000 + "\n")
     with pytest.raises(RecordFormatError) as info:
         JsonlWriter(out)
-    assert f"{out}:2:" in str(info.value) and f"{out}:3:" in str(info.value)
+    for line in (2, 3, 4, 5):
+        assert f"{out}:{line}:" in str(info.value)
+
+
+def test_writer_never_changes_a_file_it_refuses(tmp_path):
+    # someone else's file without a final newline: refused, and its last line is still there
+    out = tmp_path / "queries.jsonl"
+    text = '{"_id": "q1", "text": "lift"}\n{"_id": "q2", "text": "drag"}'
+    out.write_text(text)
+    with pytest.raises(RecordFormatError):
+        JsonlWriter(out)
+    assert out.read_text() == text
+
+
+def test_writer_keeps_a_whole_last_record_without_its_newline(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"query_id": "a"}\n{"query_id": "b"}')
+    with JsonlWriter(out) as writer:
+        assert writer.done == {"a", "b"} and writer.dropped_partial == 0
+        writer.write({"query_id": "c"})
+    assert [json.loads(line)["query_id"] for line in out.read_text().splitlines()] == ["a", "b", "c"]
 
 
 def test_atomic_write_and_failures_path(tmp_path):

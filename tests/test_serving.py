@@ -365,3 +365,15 @@ def test_serve_options_come_from_the_settings(monkeypatch):
         build_parser().parse_args(["serve", "m", "--default-input-type", "passage"])
     with pytest.raises(ValueError, match="max_queued"):
         ServeSettings(max_inputs=10, max_queued=5)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"api_key": ""}, "api_key"), ({"api_key": "  "}, "api_key"), ({"api_key": " key "}, "api_key"),
+    ({"batch_window_ms": float("inf")}, "batch_window_ms.*finite"),
+    ({"batch_window_ms": float("nan")}, "batch_window_ms.*finite"),
+    ({"shutdown_timeout_s": float("inf")}, "shutdown_timeout_s.*finite"),
+    ({"request_timeout_s": float("nan")}, "request_timeout_s.*finite"),
+])
+def test_settings_refuse_keys_that_open_the_door_and_endless_waits(changes, message):
+    with pytest.raises(ValueError, match=message):
+        ServeSettings(**changes)

@@ -69,3 +69,5 @@ def json_lines(path: str | Path, problems: Problems) -> Iterator[tuple[int, Any]
             yield number, json.loads(line)
         except json.JSONDecodeError as err:
             problems.add(number, f"malformed JSON ({err.msg} at column {err.colno})")
+        except (ValueError, RecursionError) as err:  # an integer too long to convert, nesting too deep
+            problems.add(number, f"malformed JSON ({type(err).__name__}: {str(err)[:100]})")

@@ -276,9 +276,10 @@ def resolve_source(source: str | os.PathLike, stage: Stage = Stage.BASE, *, spli
 class JsonlWriter:
     """Append records to a JSON-lines file, one complete line per write, resumable.
 
-    Opening an existing file: a trailing partial line (a run killed mid-write) is cut off with a
-    warning; every complete line must be a JSON object with ``key`` (else :class:`RecordFormatError`
-    naming the line); their ``key`` values are :attr:`done`. ``overwrite=True`` starts an empty file.
+    Opening an existing file: every complete line must be a JSON object with ``key`` (else
+    :class:`RecordFormatError` naming the line, and the file is left as it was); their ``key`` values are
+    :attr:`done`. Then a trailing partial line (a run killed mid-write) is cut off with a warning, or, when
+    it is a whole record missing only its newline, kept and closed. ``overwrite=True`` starts an empty file.
     Each :meth:`write` issues one ``write`` of the whole line on an unbuffered file, then ``fsync``
     every ``sync_every`` lines and on :meth:`close`.
     """
@@ -306,39 +307,51 @@ class JsonlWriter:
             raise
 
     def _recover(self) -> None:
-        data_size = self.path.stat().st_size
-        with open(self.path, "rb+") as handle:
-            if data_size:
-                handle.seek(data_size - 1)
-                if handle.read(1) != b"\n":
-                    handle.seek(0)
-                    content = handle.read()
-                    keep = content.rfind(b"\n") + 1
-                    self.dropped_partial = len(content) - keep
-                    handle.truncate(keep)
-                    logger.warning("%s: dropped a partial last line (%d bytes) left by an interrupted run",
-                                   self.path, self.dropped_partial)
-        problems, total = [], 0
+        """Read what an earlier run wrote, checking every line before anything in the file changes; a last line
+        without its newline is an interrupted write: dropped unless it is a whole record (then it is closed)."""
         with open(self.path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw.decode("utf-8"))
-                    value = record[self.key]
-                    if not isinstance(value, str):
-                        raise TypeError
-                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-                    total += 1
-                    if len(problems) < MAX_PROBLEMS:
-                        problems.append(f"{self.path}:{number}: not a JSON record with a string {self.key!r} "
-                                        f"(a file this command did not write? use a new output or --overwrite)")
-                    continue
-                self.done.add(value)
-                if not self.existing:
-                    self.existing.append(record)
+            content = handle.read()
+        lines = content.split(b"\n")
+        tail = lines.pop()  # b"" when the file ends with a newline
+        problems, total = [], 0
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            record = self._parse(raw)
+            if record is None:
+                total += 1
+                if len(problems) < MAX_PROBLEMS:
+                    problems.append(f"{self.path}:{number}: not a JSON record with a string {self.key!r} "
+                                    f"(a file this command did not write? use a new output or --overwrite)")
+                continue
+            self._keep(record)
         if total:
             raise RecordFormatError(self.path, problems, total)
+        if tail:
+            record = self._parse(tail)
+            with open(self.path, "rb+") as handle:
+                if record is not None:  # a whole record cut before its newline: keep it, close the line
+                    handle.seek(len(content))
+                    handle.write(b"\n")
+                    self._keep(record)
+                else:
+                    self.dropped_partial = len(tail)
+                    handle.truncate(len(content) - len(tail))
+                    logger.warning("%s: dropped a partial last line (%d bytes) left by an interrupted run",
+                                   self.path, self.dropped_partial)
+
+    def _parse(self, raw: bytes) -> dict | None:
+        """The record on one line, or ``None`` when it is not a JSON object with a string ``key``."""
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
+            return None
+        return record if isinstance(record, dict) and isinstance(record.get(self.key), str) else None
+
+    def _keep(self, record: dict) -> None:
+        self.done.add(record[self.key])
+        if not self.existing:
+            self.existing.append(record)
 
     def write(self, record: dict) -> None:
         data = dump_line(record)

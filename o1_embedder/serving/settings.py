@@ -6,6 +6,7 @@ Every field becomes an option of ``o1-embedder serve`` (``batch_window_ms`` -> `
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -60,6 +61,9 @@ class ServeSettings:
         for name in ("num_thoughts", "max_new_tokens"):
             if getattr(self, name) is not None:
                 _check_number(name, getattr(self, name), int, minimum=1)
+        if self.api_key is not None and (not self.api_key.strip() or self.api_key != self.api_key.strip()):
+            raise ValueError("setting 'api_key' must be a non-empty key without surrounding whitespace "
+                             "(an empty key would let any 'Authorization: Bearer' header through)")
         if self.port > 65535:
             raise ValueError(f"setting 'port' must be <= 65535, got {self.port}")
         if self.request_timeout_s <= 0:
@@ -87,5 +91,7 @@ def _check_number(name: str, value: Any, kind: type | tuple[type, ...], minimum:
     if isinstance(value, bool) or not isinstance(value, kind):
         expected = "an integer" if kind is int else "a number"
         raise TypeError(f"setting {name!r} must be {expected}, got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"setting {name!r} must be a finite number, got {value}")
     if value < minimum:
         raise ValueError(f"setting {name!r} must be >= {minimum}, got {value}")

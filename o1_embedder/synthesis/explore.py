@@ -27,6 +27,7 @@ import json
 import logging
 import random
 import re
+import string
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -100,8 +101,14 @@ class ExplorationPrompt:
     system_role: bool = True
 
     def __post_init__(self) -> None:
-        if self.query_template.count("{query}") != 1:
-            raise ValueError(f"query_template must contain {{query}} exactly once, got {self.query_template!r}")
+        try:  # the template is filled with str.format: its only field must be {query}, once
+            names = [name for _, name, _, _ in string.Formatter().parse(self.query_template) if name is not None]
+        except ValueError as err:
+            raise ValueError(f"query_template {self.query_template!r} is not a valid format string: {err} "
+                             "(write a literal brace as {{ or }})") from None
+        if names != ["query"]:
+            raise ValueError(f"query_template must contain {{query}} exactly once and no other {{field}} "
+                             f"(write a literal brace as {{{{ or }}}}), got {self.query_template!r}")
         if self.num_examples < 0:
             raise ValueError(f"num_examples must be >= 0, got {self.num_examples}")
 
