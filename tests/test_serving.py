@@ -317,6 +317,26 @@ def test_timeout_and_full_queue_answer_with_errors(tiny_backbone):
         assert len(c.embeddings.create(input="q6", **query).data) == 1  # still serving
 
 
+def test_a_client_that_leaves_takes_its_queued_texts_with_it(tiny_backbone):
+    model = make_model(tiny_backbone)
+    release = threading.Event()
+    calls = count_calls(model[0], before=lambda queries: release.wait(10))
+    settings = ServeSettings(batch_window_ms=0, max_batch=2, **LIMITS)
+    with BackgroundServer(model, settings, name=NAME) as server:
+        query = {"model": NAME, "extra_body": {"input_type": "query"}}
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(client(server).embeddings.create, input=["q1", "q2"], **query)
+            wait_until(lambda: server.service.batcher.in_flight == 1 and server.service.batcher.queued == 0)
+            with pytest.raises(openai.APITimeoutError):  # gives up while its texts wait: the connection closes
+                client(server, timeout=0.5).embeddings.create(input=["q3", "q4"], **query)
+            wait_until(lambda: server.service.stats["disconnected"] == 1)
+            assert server.service.batcher.queued == 0
+            release.set()
+            assert len(running.result().data) == 2
+        wait_until(lambda: server.service.batcher.in_flight == 0)
+        assert calls == [["q1", "q2"]]  # the queries of the client that left never reached the model
+
+
 def test_shutdown_answers_queued_requests(tiny_backbone):
     model = make_model(tiny_backbone)
     count_calls(model[0], before=lambda queries: time.sleep(0.5))

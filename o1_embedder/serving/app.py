@@ -8,6 +8,7 @@ validation included), 401 for a missing or wrong API key, 503 while shutting dow
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -54,10 +55,21 @@ def create_app(service: EmbeddingService) -> FastAPI:
 
 def _add_routes(app: FastAPI, service: EmbeddingService) -> None:
     @app.post("/v1/embeddings")
-    async def create_embeddings(body: EmbeddingRequest) -> Response:
+    async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
         call = check_request(body, name=service.name, dimension=service.dimension,
                              default_think=service.default_think, settings=service.settings)
-        vectors, tokens = await service.embed(call.texts, call.input_type, call.think)
+        work = asyncio.ensure_future(service.embed(call.texts, call.input_type, call.think))
+        gone = asyncio.ensure_future(_client_gone(request))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not work.done():  # the client left (or this handler was cancelled): its queued texts are dropped
+                work.cancel()
+        if not work.done() or work.cancelled():
+            service.stats["disconnected"] += 1
+            return Response(status_code=499)  # nobody reads it; the code nginx logs for a client gone
+        vectors, tokens = work.result()
         content = await service.in_prep(render_embeddings, vectors, call, service.name, tokens)
         return Response(content, media_type="application/json")
 
@@ -77,6 +89,12 @@ def _add_routes(app: FastAPI, service: EmbeddingService) -> None:
         """200 while serving, 503 once shutdown began (so load balancers stop sending)."""
         report = service.health()
         return JSONResponse(report, status_code=503 if service.closing else 200)
+
+
+async def _client_gone(request: Request) -> None:
+    """Return when the client disconnects (the body is already read, so the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _model_card(service: EmbeddingService) -> dict[str, Any]:

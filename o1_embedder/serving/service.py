@@ -50,7 +50,8 @@ class EmbeddingService:
                                max_queued=settings.max_queued)
         self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="o1-embedder-prep")
         self.closing = False
-        self.stats = {"requests": 0, "texts": 0, "cache_hits": 0, "refused": 0, "timeouts": 0, "failed": 0}
+        self.stats = {"requests": 0, "texts": 0, "cache_hits": 0, "refused": 0, "timeouts": 0, "failed": 0,
+                      "disconnected": 0}
 
     @property
     def dimension(self) -> int:
