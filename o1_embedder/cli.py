@@ -167,7 +167,7 @@ def _backend(args):
 def _cmd_synth(args) -> int:
     from pathlib import Path
 
-    from o1_embedder.data.records import Stage, resolve_source
+    from o1_embedder.data.records import JsonlWriter, Stage, resolve_source
     from o1_embedder.synthesis.explore import DEFAULT_INSTRUCTION, ExplorationPrompt, FewShotPool, synthesize
 
     instruction = DEFAULT_INSTRUCTION
@@ -185,6 +185,7 @@ def _cmd_synth(args) -> int:
         _log("synth: records from a BEIR folder have no negatives yet; run 'o1-embedder mine' on the output "
              "before 'vote'")
     examples = FewShotPool.from_file(args.examples, seed=args.seed) if args.examples else None
+    JsonlWriter.check(args.output, overwrite=args.overwrite, inputs=[args.source, args.examples])
     try:
         backend = _backend(args)
     except ConnectionError as err:
@@ -203,9 +204,10 @@ def _cmd_synth(args) -> int:
 
 def _cmd_vote(args) -> int:
     from o1_embedder.synthesis.vote import load_committee, vote
-    from o1_embedder.data.records import RecordFile, Stage
+    from o1_embedder.data.records import JsonlWriter, RecordFile, Stage
 
     records = RecordFile(args.source, Stage.CANDIDATES)
+    JsonlWriter.check(args.output, overwrite=args.overwrite, inputs=[args.source])
     _log(f"vote: {len(records)} records; committee {', '.join(args.committee)}; {args.method} vote")
     members = load_committee(args.committee, batch_size=args.batch_size)
     report = vote(records, members, args.output, method=args.method, chunk_size=args.chunk_size,

@@ -95,6 +95,24 @@ def test_2_output_equal_to_input_is_refused_even_with_overwrite(tmp_path, capsys
         assert same.read_bytes() == before
 
 
+def test_2_synth_and_vote_refuse_a_foreign_output_before_loading_models(tmp_path, capsys, monkeypatch):
+    import o1_embedder.cli as cli
+    import o1_embedder.synthesis.vote as vote
+
+    def never(*args, **kwargs):
+        raise AssertionError("models were loaded before the output was checked")
+
+    monkeypatch.setattr(vote, "load_committee", never)
+    monkeypatch.setattr(cli, "_backend", never)
+    source = write_jsonl(tmp_path / "in.jsonl", [{**r, "candidates": ["a", "b"]} for r in records(3)])
+    foreign = tmp_path / "queries.jsonl"
+    foreign.write_text('{"_id": "q1", "text": "lift"}\n{"_id": "q2", "text": "drag"}')  # no final newline
+    for command in (["synth", str(source), "-o", str(foreign)], ["vote", str(source), "-o", str(foreign)]):
+        assert main(command) == 2
+        assert f"{foreign}:1:" in capsys.readouterr().err
+        assert foreign.read_text() == '{"_id": "q1", "text": "lift"}\n{"_id": "q2", "text": "drag"}'
+
+
 # -------------------------------------------------------------- 3./4. validation before training
 def test_3_non_finite_teacher_scores_are_refused_with_file_and_line(saved, tmp_path):
     rows = make_records(4, with_scores=True)

@@ -309,26 +309,11 @@ class JsonlWriter:
     def _recover(self) -> None:
         """Read what an earlier run wrote, checking every line before anything in the file changes; a last line
         without its newline is an interrupted write: dropped unless it is a whole record (then it is closed)."""
-        with open(self.path, "rb") as handle:
-            content = handle.read()
-        lines = content.split(b"\n")
-        tail = lines.pop()  # b"" when the file ends with a newline
-        problems, total = [], 0
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            record = self._parse(raw)
-            if record is None:
-                total += 1
-                if len(problems) < MAX_PROBLEMS:
-                    problems.append(f"{self.path}:{number}: not a JSON record with a string {self.key!r} "
-                                    f"(a file this command did not write? use a new output or --overwrite)")
-                continue
+        content, records, tail = self._read(self.path, self.key)
+        for record in records:
             self._keep(record)
-        if total:
-            raise RecordFormatError(self.path, problems, total)
         if tail:
-            record = self._parse(tail)
+            record = self._parse(tail, self.key)
             with open(self.path, "rb+") as handle:
                 if record is not None:  # a whole record cut before its newline: keep it, close the line
                     handle.seek(len(content))
@@ -340,13 +325,47 @@ class JsonlWriter:
                     logger.warning("%s: dropped a partial last line (%d bytes) left by an interrupted run",
                                    self.path, self.dropped_partial)
 
-    def _parse(self, raw: bytes) -> dict | None:
+    @classmethod
+    def check(cls, path: str | os.PathLike, key: str = "query_id", *, overwrite: bool = False,
+              inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+        """What opening ``path`` would refuse, found without changing it: a command runs this before it loads
+        models, so a wrong output fails in a second, not after minutes of loading."""
+        check_output(path, inputs)
+        if not overwrite and Path(path).is_file():
+            cls._read(Path(path), key)
+
+    @classmethod
+    def _read(cls, path: Path, key: str) -> tuple[bytes, list[dict], bytes]:
+        """``(content, complete records, unterminated last line)``; :class:`RecordFormatError` when a complete
+        line is not a JSON object with a string ``key``."""
+        with open(path, "rb") as handle:
+            content = handle.read()
+        lines = content.split(b"\n")
+        tail = lines.pop()  # b"" when the file ends with a newline
+        records, problems, total = [], [], 0
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            record = cls._parse(raw, key)
+            if record is None:
+                total += 1
+                if len(problems) < MAX_PROBLEMS:
+                    problems.append(f"{path}:{number}: not a JSON record with a string {key!r} "
+                                    f"(a file this command did not write? use a new output or --overwrite)")
+                continue
+            records.append(record)
+        if total:
+            raise RecordFormatError(path, problems, total)
+        return content, records, tail
+
+    @staticmethod
+    def _parse(raw: bytes, key: str) -> dict | None:
         """The record on one line, or ``None`` when it is not a JSON object with a string ``key``."""
         try:
             record = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
             return None
-        return record if isinstance(record, dict) and isinstance(record.get(self.key), str) else None
+        return record if isinstance(record, dict) and isinstance(record.get(key), str) else None
 
     def _keep(self, record: dict) -> None:
         self.done.add(record[self.key])
