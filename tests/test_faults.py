@@ -63,6 +63,12 @@ def test_1_save_replaces_an_earlier_model_and_refuses_the_input(model, saved):
     with pytest.raises(ValueError, match="also the input model"):
         save_model(model, saved, inputs=(saved,))
     assert (saved / "modules.json").exists()
+    inside = saved / "checkpoint"  # e.g. convert out/checkpoint out --force: replacing out would delete the input
+    inside.mkdir()
+    for force in (False, True):
+        with pytest.raises(ValueError, match="inside"):
+            save_model(model, saved, force=force, inputs=(inside,))
+    assert inside.is_dir() and (saved / "modules.json").exists()
 
 
 def test_1_train_output_checked_before_training(saved, tmp_path):

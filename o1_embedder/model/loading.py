@@ -136,13 +136,18 @@ def check_model_target(path: str | os.PathLike, *, force: bool = False,
     """Refuse a save that would destroy what this library did not write.
 
     Allowed: a path that does not exist, an empty folder, or an o1-embedder model folder holding only model
-    files (it is replaced). Refused: a file (always), one of ``inputs`` (always: the model being read), and
-    a folder holding anything else, unless ``force``.
+    files (it is replaced). Refused: a file (always), one of ``inputs`` or a folder holding one (always: what
+    is being read), and a folder holding anything else, unless ``force``.
     """
     target = Path(path)
     for source in inputs:
-        if source is not None and os.path.exists(source) and target.exists() and os.path.samefile(source, target):
+        if source is None or not os.path.exists(source) or not target.exists():
+            continue
+        if os.path.samefile(source, target):
             raise ValueError(f"{target} is also the input model; save to another folder")
+        if target.is_dir() and Path(source).resolve().is_relative_to(target.resolve()):
+            raise ValueError(f"{source} is inside {target}: replacing {target} would delete an input; save to "
+                             f"another folder")
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise FileExistsError(f"{target} exists and is not a folder; a model is saved as a folder: choose another path")
     if not target.is_dir():

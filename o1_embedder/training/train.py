@@ -117,7 +117,8 @@ def train(config: TrainConfig) -> TrainResult:
 
     starts = (config.model if os.path.isdir(str(config.model)) else None,
               config.backbone if config.backbone and os.path.isdir(config.backbone) else None)
-    check_model_target(config.output, force=config.force, inputs=starts)  # before any work, not after training
+    read = starts + (config.data, config.eval_data)  # an input inside the output folder would be deleted with it
+    check_model_target(config.output, force=config.force, inputs=read)  # before any work, not after training
     dataset = load_training_data(config.data, require_negatives=config.num_negatives > 0)
     evaluator = None
     if config.eval_data:  # validated before the model is loaded, like the training data
@@ -168,7 +169,7 @@ def train(config: TrainConfig) -> TrainResult:
             save_adapter(model, config.adapter_output)
         if config.lora:
             merge_lora(model)
-        save_model(model, output, force=config.force, inputs=starts)
+        save_model(model, output, force=config.force, inputs=read)
         staging = output / ".training_config.json.tmp"
         staging.write_text(json.dumps(asdict(config), indent=2) + "\n")
         os.replace(staging, output / "training_config.json")
