@@ -204,6 +204,11 @@ def test_bad_transport_gets_openai_shaped_4xx(served):
     assert_error(*raw(server, "POST", "/v1/embeddings", data=json.dumps({"input": "x" * 9000}).encode()), 413)
     assert_error(*raw(server, "GET", "/v1/embeddings"), 405)
     assert_error(*raw(server, "GET", "/v1/nothing"), 404)
+    # what curl -d sends: valid JSON under a form content type; the error says what to change
+    status, body = raw(server, "POST", "/v1/embeddings", data=json.dumps({"input": "x"}).encode(),
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert_error(status, body, 400)
+    assert "Content-Type: application/json" in body["error"]["message"]
 
 
 def test_client_sees_errors(served):
@@ -397,3 +402,17 @@ def test_serve_options_come_from_the_settings(monkeypatch):
 def test_settings_refuse_keys_that_open_the_door_and_endless_waits(changes, message):
     with pytest.raises(ValueError, match=message):
         ServeSettings(**changes)
+
+
+def test_non_finite_vectors_are_a_500_never_a_200_with_nan():
+    from o1_embedder.serving.errors import ApiError
+    from o1_embedder.serving.schemas import EmbeddingCall, render_embeddings
+
+    vectors = np.ones((3, 4), dtype=np.float32)
+    call = EmbeddingCall(texts=["a", "b", "c"], input_type="query", think=False, dimensions=None,
+                         encoding_format="float")
+    assert json.loads(render_embeddings(vectors, call, NAME, 3))["data"][2]["embedding"] == [1.0] * 4
+    vectors[1, 2] = np.nan
+    with pytest.raises(ApiError) as err:
+        render_embeddings(vectors, call, NAME, 3)
+    assert err.value.status == 500 and "input[1]" in err.value.message

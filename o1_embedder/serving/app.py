@@ -121,6 +121,10 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors = list(exc.errors())
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
     message, param = _describe(first)
+    content_type = request.headers.get("content-type", "")
+    if not first.get("loc", ())[1:] and "json" not in content_type.lower():
+        message = (f"The request body must be JSON sent with the header 'Content-Type: application/json' "
+                   f"(got {content_type or 'no Content-Type'!r})")
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem(s))"
     return JSONResponse(error_body(message, "invalid_request_error", param, first.get("type")), status_code=400)

@@ -108,6 +108,11 @@ def render_embeddings(vectors: np.ndarray, call: EmbeddingCall, name: str, token
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = vectors / np.maximum(norms, 1e-12)
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    broken = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if broken.size:  # never a 200 whose JSON strict parsers reject (NaN) or whose vectors are garbage
+        raise ApiError(500, f"the model produced non-finite values for input[{int(broken[0])}] "
+                            f"({broken.size} input(s) in all); the model's weights or dtype may overflow",
+                       "server_error", None, "non_finite_embedding")
     if call.encoding_format == "base64":
         encoded: list[Any] = [base64.b64encode(row.tobytes()).decode("ascii") for row in vectors]
     else:
