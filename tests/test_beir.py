@@ -169,3 +169,15 @@ def test_small_folder_loads(tmp_path):
     assert data.queries == {"q1": "wing lift", "q2": "heat"}
     assert data.qrels == {"q1": {"d1": 2}, "q2": {"d2": 1}}
     assert data.name == "toy"
+
+
+def test_ids_match_whatever_whitespace_surrounds_them(tmp_path):
+    # qrels columns are stripped; ids in the JSON files are stripped the same way, so "d1 " matches "d1 "
+    data = load_beir(write_beir(tmp_path, corpus_lines=[json.dumps({"_id": "d1 ", "text": "lift"}),
+                                                        json.dumps({"_id": "d2", "text": "heat"})],
+                                query_lines=[json.dumps({"_id": " q1", "text": "wing lift"})],
+                                qrels_lines=["query-id\tcorpus-id\tscore", "q1 \td1 \t1"]))
+    assert set(data.corpus) == {"d1", "d2"} and data.queries == {"q1": "wing lift"} and data.qrels == {"q1": {"d1": 1}}
+    with pytest.raises(BeirFormatError, match="duplicate _id 'd1'"):
+        load_beir(write_beir(tmp_path / "dup", corpus_lines=[json.dumps({"_id": "d1", "text": "a"}),
+                                                             json.dumps({"_id": " d1", "text": "b"})]))

@@ -210,8 +210,8 @@ def _read_jsonl(path: Path, optional_fields: tuple[str, ...], non_empty_text: bo
             problems.add(number, "field 'text' is empty (a query without text cannot be scored)")
             ok = False
         if isinstance(record.get("_id"), str):
-            record_id = record["_id"]
-            if not record_id.strip():
+            record_id = record["_id"] = record["_id"].strip()  # qrels columns are stripped too: ids match
+            if not record_id:
                 problems.add(number, "field '_id' is empty")
                 ok = False
             elif record_id in first_line:
