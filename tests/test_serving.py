@@ -296,6 +296,23 @@ def test_failing_batch_fails_only_its_requests(tiny_backbone):
         assert len(c.embeddings.create(model=NAME, input="pressure", extra_body={"input_type": "query"}).data) == 1
 
 
+def test_a_broken_model_thread_fails_its_requests_and_turns_health_red(tiny_backbone):
+    with BackgroundServer(make_model(tiny_backbone), ServeSettings(**LIMITS), name=NAME) as server:
+        def broken():
+            raise RuntimeError("simulated scheduler bug")
+
+        server.service.batcher._take = broken  # the thread's own loop fails, outside any batch
+        c = client(server)
+        with pytest.raises(openai.InternalServerError) as failed:
+            c.embeddings.create(model=NAME, input="q", extra_body={"input_type": "query"})
+        assert "simulated scheduler bug" in failed.value.body["message"]
+        with pytest.raises(openai.APIStatusError) as refused:
+            c.embeddings.create(model=NAME, input="q")
+        assert refused.value.status_code == 503 and "model thread stopped" in refused.value.body["message"]
+        status, report = raw(server, "GET", "/health")
+        assert status == 503 and report["status"] == "broken" and "simulated" in report["error"]
+
+
 def test_timeout_and_full_queue_answer_with_errors(tiny_backbone):
     model = make_model(tiny_backbone)
     release = threading.Event()

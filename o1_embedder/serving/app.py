@@ -86,9 +86,9 @@ def _add_routes(app: FastAPI, service: EmbeddingService) -> None:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        """200 while serving, 503 once shutdown began (so load balancers stop sending)."""
+        """200 while serving; 503 once shutdown began or the model thread broke (so load balancers stop sending)."""
         report = service.health()
-        return JSONResponse(report, status_code=503 if service.closing else 200)
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
 
 async def _client_gone(request: Request) -> None:

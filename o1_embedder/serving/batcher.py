@@ -77,6 +77,8 @@ class Batcher:
         self._accepting = True
         self._stopping = False
         self._thread: threading.Thread | None = None
+        #: why the model thread stopped, when it broke (the server then refuses work and /health says so)
+        self.broken: str | None = None
         self.stats = {"batches": 0, "think_batches": 0, "embed_batches": 0, "failed_batches": 0, "texts_run": 0,
                       "largest_batch": 0}
 
@@ -107,7 +109,7 @@ class Batcher:
             return job
         with self._cond:
             if not self._accepting:
-                raise ShuttingDown("the server is shutting down")
+                raise ShuttingDown(self.broken or "the server is shutting down")
             if self._queued + len(todo) > self._max_queued:
                 raise QueueFull(f"{self._queued} texts are waiting for the model (limit {self._max_queued}); "
                                 f"retry later")
@@ -164,12 +166,18 @@ class Batcher:
 
     # ---------------------------------------------------------------------------- model thread
     def _work(self) -> None:
-        while True:
-            batch = self._collect()
-            if batch is None:
-                return
-            for kind in {job.prepared.kind: None for job, _ in batch}:
-                self._run(kind, [(job, i) for job, i in batch if job.prepared.kind == kind])
+        try:
+            while True:
+                batch = self._collect()
+                if batch is None:
+                    return
+                for kind in {job.prepared.kind: None for job, _ in batch}:
+                    self._run(kind, [(job, i) for job, i in batch if job.prepared.kind == kind])
+        except BaseException as err:  # the model thread itself broke (a batch's own errors are handled in _run)
+            logger.error("the model thread stopped", exc_info=err)
+            self.broken = f"the model thread stopped: {type(err).__name__}: {err}"
+            self.refuse_new()
+            self.fail_pending(BatchFailed(self.broken))
 
     def _collect(self) -> list[tuple[Job, int]] | None:
         """Wait for a batch: up to ``max_batch`` texts once the oldest has waited ``window_s``; ``None``: stop."""

@@ -133,7 +133,8 @@ class EmbeddingService:
 
     def health(self) -> dict[str, Any]:
         """Status, queue and counters, and peak memory: what an operator or a load test wants to see."""
-        return {"status": "shutting_down" if self.closing else "ok", "model": self.name,
+        status = "broken" if self.batcher.broken else "shutting_down" if self.closing else "ok"
+        return {"status": status, "model": self.name, **({"error": self.batcher.broken} if self.batcher.broken else {}),
                 "queued_texts": self.batcher.queued, "requests_in_flight": self.batcher.in_flight,
                 "stats": {**self.stats, **self.batcher.stats}, "memory": peak_memory()}
 
