@@ -100,6 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-document-tokens", type=int, default=256)
     g.add_argument("--eval-thought-tokens", type=int, default=64)
+    g.add_argument("--query-weight", type=float, default=0.5,
+                   help="weight of the query's own embedding in a thinking query's embedding (the module's "
+                        "query_weight), in the eval stage and in the shipped settings")
     g.add_argument("--eval-untrained", action="store_true", help="also evaluate the untrained default")
     g.add_argument("--no-cranfield", action="store_true", help="evaluate on the dev collection only")
     g.add_argument("--no-eval-think", action="store_true", help="evaluate without thinking only")
@@ -440,7 +443,8 @@ def stage_eval(out: Path, args) -> None:
         results = []
         for label, path in models:
             model = load_model(str(path))
-            model[0].configure(num_thoughts=1, do_sample=False, max_new_tokens=args.eval_thought_tokens)
+            model[0].configure(num_thoughts=1, do_sample=False, max_new_tokens=args.eval_thought_tokens,
+                               query_weight=args.query_weight)
             model.max_seq_length = args.eval_document_tokens
             for think in ((False,) if args.no_eval_think else (True, False)):
                 name = f"{label} ({'think' if think else 'no think'})"
@@ -485,8 +489,10 @@ def ship(out: Path, args) -> None:
     tensors = {k: v.to(torch.float16) if v.is_floating_point() else v
                for k, v in load_file(adapter / "adapter_model.safetensors").items()}
     save_file(tensors, staging / "adapter_model.safetensors", metadata={"format": "pt"})
-    for name in ("adapter_config.json", "o1_embedder_config.json"):
-        shutil.copy(adapter / name, staging / name)
+    shutil.copy(adapter / "adapter_config.json", staging / "adapter_config.json")
+    settings = json.loads((adapter / "o1_embedder_config.json").read_text(encoding="utf-8"))
+    settings["query_weight"] = args.query_weight
+    (staging / "o1_embedder_config.json").write_text(json.dumps(settings, indent=4) + "\n", encoding="utf-8")
     digest = hashlib.sha256(gguf_path().read_bytes()).hexdigest()
     card = model_card(out, args, digest)
     (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")

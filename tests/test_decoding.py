@@ -67,6 +67,13 @@ def test_decode_equals_generate_and_reencoding(backbone, sampling, request):
     alone = decode(module.model, prompts[5:6], settings=settings, eos_ids=[module.builder.eos_id],
                    row_seeds=seeds[5:6], **ids)
     assert alone.token_ids == out.token_ids[5:6]
+    # The query's own embedding read in the prefill (<emb> appended, then cropped): same thoughts, same thought
+    # embeddings, and the own embedding equals encoding prompt + <emb>.
+    both = decode(module.model, prompts, settings=settings, eos_ids=[module.builder.eos_id], row_seeds=seeds,
+                  emb_id=module.builder.emb_id, prompt_embeddings=True, **ids)
+    assert both.token_ids == out.token_ids and torch.allclose(both.embeddings, out.embeddings, atol=1e-5)
+    own = embed_sequences(module.model, [p + [module.builder.emb_id] for p in prompts], ids["pad_id"])
+    assert both.prompt_embeddings.shape == own.shape and torch.allclose(both.prompt_embeddings, own, atol=1e-5)
 
 
 def test_finished_rows_leave_the_batch(tiny_backbone):

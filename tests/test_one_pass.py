@@ -50,3 +50,36 @@ def test_encode_query_k_thoughts_matches_cached_two_pass(tiny_model, tmp_path):
             seqs = [module.builder.close_thought(prompt, stored[k].token_ids) for k in keys[i]]
             vecs = embed_sequences(module.model, seqs, module.tokenizer.pad_token_id)
             assert torch.allclose(F.normalize(vecs.mean(0), dim=-1), first[i], atol=1e-4)
+
+
+def test_query_weight_mixes_the_querys_own_embedding_read_in_the_prefill(tiny_model, tmp_path):
+    from o1_embedder import ThoughtCache
+
+    module = tiny_model[0]
+    thinking = tiny_model.encode_query(QUERIES, convert_to_tensor=True)  # query_weight 0: thoughts only
+    own = tiny_model.encode_query(QUERIES, convert_to_tensor=True, think=False)
+    module.configure(query_weight=0.25)
+    mixed = tiny_model.encode_query(QUERIES, convert_to_tensor=True)
+    assert torch.allclose(mixed, F.normalize(0.75 * thinking + 0.25 * own, dim=-1), atol=1e-5)
+    assert not torch.allclose(mixed, thinking, atol=1e-3)
+
+    # the same through the thought cache: filled on the first call, then answered from it, model-free too
+    module.thought_cache = ThoughtCache(tmp_path / "t.sqlite")
+    first = tiny_model.encode_query(QUERIES, convert_to_tensor=True)
+    generated = module.stats["thoughts_generated"]
+    again = tiny_model.encode_query(QUERIES, convert_to_tensor=True)
+    assert module.stats["thoughts_generated"] == generated
+    assert torch.allclose(first, mixed, atol=1e-5) and torch.allclose(again, mixed, atol=1e-5)
+    cached = torch.from_numpy(__import__("numpy").stack(module.cached_query_embeddings(QUERIES)))
+    assert torch.allclose(cached, mixed, atol=1e-5)
+    # thoughts cached before the weight was set: the own embeddings come from one forward pass
+    module.configure(query_weight=0.5)
+    module.thought_cache.clear()
+    module.configure(query_weight=0.0)
+    tiny_model.encode_query(QUERIES)
+    module.configure(query_weight=0.5)
+    assert torch.allclose(tiny_model.encode_query(QUERIES, convert_to_tensor=True),
+                          F.normalize(0.5 * thinking + 0.5 * own, dim=-1), atol=1e-5)
+    for bad in (-0.1, 1.5, float("nan"), True, "0.5"):
+        with pytest.raises((TypeError, ValueError), match="query_weight"):
+            module.configure(query_weight=bad)

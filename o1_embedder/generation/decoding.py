@@ -35,6 +35,7 @@ class Decoded:
     generated_tokens: int               # tokens sampled, eos included
     embeddings: torch.Tensor | None     # (rows, hidden) L2-normalised ``<emb>`` states, float32, when asked
     steps: int = 0                      # forward passes after the prefill
+    prompt_embeddings: torch.Tensor | None = None  # (rows, hidden) ``prompt + <emb>`` states, when asked
 
 
 def left_pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,8 +98,8 @@ def _sampling_probs(logits: torch.Tensor, settings: GenerationSettings) -> torch
 
 @torch.no_grad()
 def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id: int, eos_ids: list[int],
-           suppress_ids: list[int] = (), row_seeds: list[int] | None = None, emb_id: int | None = None
-           ) -> Decoded:
+           suppress_ids: list[int] = (), row_seeds: list[int] | None = None, emb_id: int | None = None,
+           prompt_embeddings: bool = False) -> Decoded:
     """Continue every prompt with at most ``settings.max_new_tokens`` tokens (see the module docstring).
 
     Args:
@@ -108,6 +109,8 @@ def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id
         suppress_ids: tokens never generated (the format's special tokens).
         row_seeds: one seed per row (required when sampling).
         emb_id: when given, also return the ``<emb>`` embedding of ``prompt + thought + eos + <emb>``.
+        prompt_embeddings: also return the embedding of ``prompt + <emb>`` (the query without a thought), read
+            in the prefill: ``<emb>`` is appended to every prompt there and cropped from the KV cache after.
     """
     if not prompts:
         return Decoded([], [], 0, None)
@@ -132,10 +135,23 @@ def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id
     row_slot = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
     ids, mask = left_pad([list(p) for p in distinct], pad_id, device)
     body = decoder(lm)
-    out = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-               past_key_values=DynamicCache(config=lm.config), use_cache=True)
-    cache = out.past_key_values
-    hidden = out.last_hidden_state[:, -1]
+    plain = None
+    if prompt_embeddings:
+        if emb_id is None:
+            raise ValueError("prompt_embeddings needs emb_id")
+        column = torch.ones(len(distinct), 1, dtype=mask.dtype, device=device)
+        with_emb = torch.cat([mask, column], dim=1)
+        out = body(input_ids=torch.cat([ids, column * emb_id], dim=1), attention_mask=with_emb,
+                   position_ids=position_ids(with_emb), past_key_values=DynamicCache(config=lm.config), use_cache=True)
+        cache = out.past_key_values
+        cache.crop(-1)  # causal attention: the prompt's states never saw <emb>; the thought continues the prompt
+        hidden = out.last_hidden_state[:, -2]
+        plain = F.normalize(out.last_hidden_state[:, -1].float(), dim=-1)[torch.tensor(row_slot, device=device)]
+    else:
+        out = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                   past_key_values=DynamicCache(config=lm.config), use_cache=True)
+        cache = out.past_key_values
+        hidden = out.last_hidden_state[:, -1]
 
     head = lm.get_output_embeddings()
     suppress = torch.tensor(sorted(set(suppress_ids)), dtype=torch.long, device=device) if suppress_ids else None
@@ -230,4 +246,4 @@ def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id
         steps += 1
     if embeddings is not None:
         embeddings = F.normalize(embeddings, dim=-1)
-    return Decoded(tokens, finished, generated, embeddings, steps)
+    return Decoded(tokens, finished, generated, embeddings, steps, plain)

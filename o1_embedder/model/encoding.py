@@ -38,12 +38,16 @@ class ThinkResult:
     embeddings: torch.Tensor          # (n, hidden), L2-normalised, float32
     thought_ids: list[list[int]]      # generated thought tokens, without eos
     generated_tokens: int             # tokens produced by generation (thought + eos)
+    prompt_embeddings: torch.Tensor | None = None  # (n, hidden) of ``prompt + <emb>``, when asked
 
 
 @torch.no_grad()
 def think_and_embed(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id: int, eos_id: int,
-                    emb_id: int, suppress_ids: list[int], row_seeds: list[int] | None = None) -> ThinkResult:
-    """Generate one thought per prompt and return the ``<emb>`` state read from generation's KV cache."""
+                    emb_id: int, suppress_ids: list[int], row_seeds: list[int] | None = None,
+                    prompt_embeddings: bool = False) -> ThinkResult:
+    """Generate one thought per prompt and return the ``<emb>`` state read from generation's KV cache (and, with
+    ``prompt_embeddings``, the no-thought embedding ``prompt + <emb>`` read in the prefill)."""
     out = decode(lm, prompts, settings=settings, pad_id=pad_id, eos_ids=[eos_id], suppress_ids=suppress_ids,
-                 row_seeds=row_seeds, emb_id=emb_id)
-    return ThinkResult(embeddings=out.embeddings, thought_ids=out.token_ids, generated_tokens=out.generated_tokens)
+                 row_seeds=row_seeds, emb_id=emb_id, prompt_embeddings=prompt_embeddings)
+    return ThinkResult(embeddings=out.embeddings, thought_ids=out.token_ids, generated_tokens=out.generated_tokens,
+                       prompt_embeddings=out.prompt_embeddings)

@@ -62,6 +62,10 @@ class O1Embedder(InputModule):
             identical, so with ``do_sample=False`` one thought is generated.
         generation: :class:`GenerationSettings` (or dict): max_new_tokens, do_sample, temperature, top_p, seed.
         think: whether ``encode_query`` thinks by default (``encode_query(..., think=False)`` overrides per call).
+        query_weight: weight of the query's own embedding (``prompt + <emb>``, no thought) in a thinking query's
+            embedding: ``normalize((1 - w) * thoughts + w * query)`` with ``thoughts`` the normalised mean of the
+            K thought embeddings. 0 (default) is the paper's method; 0.5 weighs the two views equally. The query
+            embedding is read in generation's prefill, so it costs one token per query.
         use_thought_cache: look thoughts up in / store them to the thought cache.
         thought_cache: a :class:`ThoughtCache`; ``None`` means the one from ``O1_EMBEDDER_THOUGHT_CACHE``
             or the default location. Not saved with the model (it is a property of the machine).
@@ -71,15 +75,15 @@ class O1Embedder(InputModule):
     # Settings saved with the model. Where thoughts are cached is a property of the machine, not of the model:
     # ``use_thought_cache`` / ``thought_cache`` are runtime arguments, never saved.
     config_keys = ["prompt_format", "max_query_tokens", "max_document_tokens", "num_thoughts", "generation",
-                   "think", "dtype"]
+                   "think", "query_weight", "dtype"]
     forward_kwargs = {"task", "think"}
     #: settings that change query embeddings only (documents never think): corpus caches ignore them
-    query_only_settings = ("num_thoughts", "generation", "think", "max_query_tokens")
+    query_only_settings = ("num_thoughts", "generation", "think", "max_query_tokens", "query_weight")
     save_in_root = True
 
     def __init__(self, model, tokenizer, *, prompt_format: PromptFormat | dict | None = None,
                  max_query_tokens: int = 64, max_document_tokens: int = 512, num_thoughts: int = 3,
-                 generation: GenerationSettings | dict | None = None, think: bool = True,
+                 generation: GenerationSettings | dict | None = None, think: bool = True, query_weight: float = 0.0,
                  use_thought_cache: bool = True, thought_cache: ThoughtCache | None = None):
         super().__init__()
         _check_setting("num_thoughts", num_thoughts, int, minimum=1)
@@ -87,6 +91,7 @@ class O1Embedder(InputModule):
         _check_setting("max_document_tokens", max_document_tokens, int, minimum=1)
         _check_setting("think", think, bool)
         _check_setting("use_thought_cache", use_thought_cache, bool)
+        _check_weight(query_weight)
         self.model = model
         if tokenizer.pad_token_id is None:  # pad with eos, on a copy: the caller's tokenizer is left as it was
             tokenizer = copy.deepcopy(tokenizer)
@@ -104,6 +109,7 @@ class O1Embedder(InputModule):
         self.max_document_tokens = max_document_tokens
         self.num_thoughts = num_thoughts
         self.think = think
+        self.query_weight = float(query_weight)
         self.use_thought_cache = use_thought_cache
         self._thought_cache = thought_cache
         self._fingerprint: tuple[int, str] | None = None
@@ -134,8 +140,13 @@ class O1Embedder(InputModule):
     def generation_settings(self, value: GenerationSettings) -> None:
         self._generation = value
 
-    def configure(self, *, num_thoughts: int | None = None, think: bool | None = None, **generation) -> O1Embedder:
-        """Change thinking settings in place (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``seed``)."""
+    def configure(self, *, num_thoughts: int | None = None, think: bool | None = None,
+                  query_weight: float | None = None, **generation) -> O1Embedder:
+        """Change thinking settings in place (``num_thoughts``, ``think``, ``query_weight``, and the generation
+        settings ``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``seed``)."""
+        if query_weight is not None:
+            _check_weight(query_weight)
+            self.query_weight = float(query_weight)
         if num_thoughts is not None:
             _check_setting("num_thoughts", num_thoughts, int, minimum=1)
             self.num_thoughts = num_thoughts
@@ -338,10 +349,28 @@ class O1Embedder(InputModule):
             features["thought_targets"] = targets[selected]
         return features
 
-    def _cache_keys(self, queries: list[str], samples: int) -> list[list[str]]:
+    def _cache_base(self) -> tuple[str, str, str]:
         settings = json.dumps({"format": self.prompt_format, "max_query_tokens": self.max_query_tokens}, sort_keys=True)
-        base = (self.fingerprint(), settings, self._generation.cache_key())
+        return self.fingerprint(), settings, self._generation.cache_key()
+
+    def _cache_keys(self, queries: list[str], samples: int) -> list[list[str]]:
+        """Per query, the thought cache keys of its ``samples`` thoughts."""
+        base = self._cache_base()
         return [[thought_key(*base, str(k), q) for k in range(samples)] for q in queries]
+
+    def _own_keys(self, queries: list[str]) -> list[str]:
+        """Per query, the cache key of its own (no-thought) embedding, stored as sample -1 with an empty thought
+        (used when ``query_weight`` > 0)."""
+        base = self._cache_base()
+        return [thought_key(*base, "query", q) for q in queries]
+
+    def _blend(self, thoughts: torch.Tensor, plain: torch.Tensor | None) -> torch.Tensor:
+        """The thinking embedding: the normalised mean of the thought embeddings ``(n, K, hidden)``, mixed with
+        the query's own embedding ``(n, hidden)`` by ``query_weight``."""
+        embeddings = F.normalize(thoughts.mean(dim=1), dim=-1)
+        if self.query_weight > 0:
+            embeddings = F.normalize((1 - self.query_weight) * embeddings + self.query_weight * plain, dim=-1)
+        return embeddings
 
     def cached_query_embeddings(self, queries: list[str]) -> list[np.ndarray | None]:
         """For each query, its thinking embedding when the thought cache holds all its K thoughts with their
@@ -351,6 +380,8 @@ class O1Embedder(InputModule):
         if cache is None or not queries:
             return [None] * len(queries)
         keys = self._cache_keys(queries, self.num_thoughts if self._generation.do_sample else 1)
+        if self.query_weight > 0:
+            keys = [row + [own] for row, own in zip(keys, self._own_keys(queries))]
         found = cache.get_many([k for row in keys for k in row])
         dimension = self.get_embedding_dimension()
         out: list[np.ndarray | None] = []
@@ -359,8 +390,12 @@ class O1Embedder(InputModule):
             if any(h is None or h.embedding is None or h.embedding.shape[0] != dimension for h in hits):
                 out.append(None)
                 continue
-            mean = np.mean(np.stack([h.embedding for h in hits]).astype(np.float32), axis=0)
-            out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+            vectors = torch.from_numpy(np.stack([h.embedding for h in hits]).astype(np.float32))
+            if self.query_weight > 0:
+                vectors, plain = vectors[:-1], vectors[-1:]
+            else:
+                plain = None
+            out.append(self._blend(vectors[None], plain)[0].numpy())
         return out
 
     @torch.no_grad()
@@ -376,9 +411,11 @@ class O1Embedder(InputModule):
         if prompt_ids is None:
             prompt_ids = self.builder.query_prompts(queries)
         samples = self.num_thoughts if self._generation.do_sample else 1
+        blend = self.query_weight > 0
         cache = self.thought_cache
         keys = self._cache_keys(queries, samples) if cache is not None else None
-        found = cache.get_many([k for row in keys for k in row]) if cache is not None else {}
+        own_keys = self._own_keys(queries) if cache is not None and blend else None
+        found = cache.get_many([k for row in keys for k in row] + (own_keys or [])) if cache is not None else {}
 
         slots = [(i, k) for i in range(len(queries)) for k in range(samples)]
         hits = [s for s in slots if keys is not None and keys[s[0]][s[1]] in found]
@@ -386,6 +423,15 @@ class O1Embedder(InputModule):
         hidden = self.get_embedding_dimension()
         vectors = torch.zeros(len(queries), samples, hidden, device=self.model.device)
         thoughts: list[list[str]] = [[""] * samples for _ in queries]
+        # the queries' own embeddings (query_weight > 0): from the cache, else read in generation's prefill
+        plain = torch.zeros(len(queries), hidden, device=self.model.device) if blend else None
+        plain_known: set[int] = set()
+        if own_keys is not None:
+            for i, key in enumerate(own_keys):
+                entry = found.get(key)
+                if entry is not None and entry.embedding is not None and entry.embedding.shape[0] == hidden:
+                    plain[i] = torch.from_numpy(entry.embedding)
+                    plain_known.add(i)
 
         if hits:
             cached = {s: found[keys[s[0]][s[1]]] for s in hits}
@@ -406,18 +452,24 @@ class O1Embedder(InputModule):
         # a query's K samples in one chunk (one prefill) unless K alone is more than decode_rows
         rows = self.decode_rows // samples * samples if samples <= self.decode_rows else self.decode_rows
         try:
-            self._think_chunks(misses, rows, prompt_ids, queries, keys, cache, vectors, thoughts, bar)
+            self._think_chunks(misses, rows, prompt_ids, queries, keys, cache, vectors, thoughts, bar, plain,
+                               plain_known, own_keys)
         finally:
             if bar is not None:
                 bar.close()
-        embeddings = F.normalize(vectors.mean(dim=1), dim=-1)
+        if blend:
+            self._embed_plain([i for i in range(len(queries)) if i not in plain_known], prompt_ids, queries,
+                              own_keys, cache, plain)
+        embeddings = self._blend(vectors, plain)
         if samples < self.num_thoughts:  # greedy: the K thoughts are one thought repeated
             thoughts = [row * self.num_thoughts for row in thoughts]
         return embeddings, thoughts
 
-    def _think_chunks(self, misses, rows, prompt_ids, queries, keys, cache, vectors, thoughts, bar) -> None:
+    def _think_chunks(self, misses, rows, prompt_ids, queries, keys, cache, vectors, thoughts, bar, plain=None,
+                      plain_known=None, own_keys=None) -> None:
         """Generate the missing thoughts in chunks of ``rows``, filling ``vectors`` and ``thoughts`` in place and
-        storing each chunk's thoughts in the cache as soon as it is done."""
+        storing each chunk's thoughts in the cache as soon as it is done; with ``plain`` (query_weight > 0), the
+        queries' own embeddings not yet known are read in the same prefill."""
         for start in range(0, len(misses), rows):
             chunk = misses[start:start + rows]
             result = think_and_embed(
@@ -425,10 +477,17 @@ class O1Embedder(InputModule):
                 pad_id=self.tokenizer.pad_token_id, eos_id=self.builder.eos_id, emb_id=self.builder.emb_id,
                 suppress_ids=self.special_token_ids,
                 row_seeds=[row_seed(self._generation.seed, queries[i], str(k)) for i, k in chunk],
+                prompt_embeddings=plain is not None,
             )
             texts = self.tokenizer.batch_decode(result.thought_ids, skip_special_tokens=True)
             for (i, k), e, text in zip(chunk, result.embeddings, texts):
                 vectors[i, k], thoughts[i][k] = e, text
+            if plain is not None:
+                new = {i: e for (i, _), e in zip(chunk, result.prompt_embeddings) if i not in plain_known}
+                for i, e in new.items():
+                    plain[i] = e
+                plain_known.update(new)
+                self._store_plain(list(new), queries, own_keys, cache, plain)
             self.stats["generate_calls"] += 1
             self.stats["thoughts_generated"] += len(chunk)
             self.stats["generated_tokens"] += result.generated_tokens
@@ -440,6 +499,25 @@ class O1Embedder(InputModule):
                 vecs = result.embeddings.cpu().numpy()
                 cache.put_many([(keys[i][k], queries[i], k, CachedThought(text, ids, vec))
                                 for (i, k), text, ids, vec in zip(chunk, texts, result.thought_ids, vecs)])
+
+    def _embed_plain(self, todo: list[int], prompt_ids, queries, own_keys, cache, plain: torch.Tensor) -> None:
+        """The own embeddings of queries whose thoughts all came from the cache: one forward pass over
+        ``prompt + <emb>``."""
+        if not todo:
+            return
+        sequences = [list(prompt_ids[i]) + [self.builder.emb_id] for i in todo]
+        for start in range(0, len(todo), self.decode_rows):
+            part = todo[start:start + self.decode_rows]
+            emb = embed_sequences(self.model, sequences[start:start + self.decode_rows], self.tokenizer.pad_token_id)
+            for i, e in zip(part, emb):
+                plain[i] = e
+        self._store_plain(todo, queries, own_keys, cache, plain)
+
+    @staticmethod
+    def _store_plain(indices: list[int], queries, own_keys, cache, plain: torch.Tensor) -> None:
+        if cache is not None and indices:
+            cache.put_many([(own_keys[i], queries[i], -1, CachedThought("", [], plain[i].cpu().numpy()))
+                            for i in indices])
 
     # ------------------------------------------------------------------------------- save and load
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
@@ -520,6 +598,13 @@ class O1Embedder(InputModule):
     def __repr__(self) -> str:
         return (f"O1Embedder(backbone={type(self.model).__name__}, num_thoughts={self.num_thoughts}, "
                 f"think={self.think}, generation={self.generation})")
+
+
+def _check_weight(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"setting 'query_weight' must be a number, got {type(value).__name__} {value!r}")
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise ValueError(f"setting 'query_weight' must be between 0 and 1, got {value}")
 
 
 def _check_setting(name: str, value, kind: type, minimum: int | None = None) -> None:
