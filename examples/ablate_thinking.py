@@ -4,7 +4,9 @@
 
 Variants (each against the same model's no-think run, with a paired test over queries):
 thought length (32 / 64 / 128 new tokens, greedy), K and sampling (K=3 at temperature 0.1 and 0.7, top-p 0.9),
-document length (128 / 256 / 512 tokens, no think) and int8 dynamic quantisation (greedy, 64 tokens).
+document length (128 / 256 / 512 tokens, no think), int8 dynamic quantisation (greedy, 64 tokens) and the
+query's own embedding mixed in (``query_weight`` 0.5, greedy, 64 tokens). Every other variant uses
+``query_weight`` 0 (the thoughts' embeddings only), whatever the model's saved setting.
 The corpus is embedded once per model and document length (cached under --out).
 """
 
@@ -37,7 +39,9 @@ VARIANTS = {
     "no think, documents 512": (False, {**GREEDY, "max_new_tokens": 64}, 1, 512, False),
     "int8 no think": (False, {**GREEDY, "max_new_tokens": 64}, 1, 256, True),
     "int8 think greedy 64": (True, {**GREEDY, "max_new_tokens": 64}, 1, 256, True),
+    "think greedy 64, query weight 0.5": (True, {**GREEDY, "max_new_tokens": 64}, 1, 256, False),
 }
+QUERY_WEIGHT = {"think greedy 64, query weight 0.5": 0.5}
 
 
 def load(name: str):
@@ -68,7 +72,7 @@ def main(argv=None) -> int:
         else:
             model = model or load(args.model)
             current = model
-        current[0].configure(num_thoughts=k, **generation)
+        current[0].configure(num_thoughts=k, query_weight=QUERY_WEIGHT.get(name, 0.0), **generation)
         current.max_seq_length = doc_tokens
         started = time.perf_counter()
         result = evaluate_dense(current, data, name=name, query_kwargs={"think": think}, cache_dir=out / "cache",
