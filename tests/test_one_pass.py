@@ -83,3 +83,5 @@ def test_query_weight_mixes_the_querys_own_embedding_read_in_the_prefill(tiny_mo
     for bad in (-0.1, 1.5, float("nan"), True, "0.5"):
         with pytest.raises((TypeError, ValueError), match="query_weight"):
             module.configure(query_weight=bad)
+    assert module.apply_overrides(query_weight=0.2).query_weight == 0.2  # what eval and serve's option call
+    assert module.apply_overrides().query_weight == 0.2

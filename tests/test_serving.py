@@ -415,6 +415,7 @@ def test_serve_options_come_from_the_settings(monkeypatch):
     ({"batch_window_ms": float("nan")}, "batch_window_ms.*finite"),
     ({"shutdown_timeout_s": float("inf")}, "shutdown_timeout_s.*finite"),
     ({"request_timeout_s": float("nan")}, "request_timeout_s.*finite"),
+    ({"query_weight": 1.5}, "query_weight"), ({"query_weight": float("nan")}, "query_weight"),
 ])
 def test_settings_refuse_keys_that_open_the_door_and_endless_waits(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -63,6 +63,8 @@ class EvalSettings:
     num_thoughts: int | None = _opt(None, "thoughts per query K (default: the model's setting)")
     max_new_tokens: int | None = _opt(None, "thought length limit (default: the model's setting)")
     greedy: bool | None = _opt(None, "greedy decoding, one thought (default: the model's setting)")
+    query_weight: float | None = _opt(None, "weight of the query's own embedding in a thinking query's embedding, "
+                                            "0-1 (default: the model's setting)")
     max_document_tokens: int | None = _opt(None, "truncate documents to this many tokens")
     cache_dir: str | None = _opt(None, "corpus-embedding cache (default: ~/.cache/o1_embedder/embeddings)")
 
@@ -72,11 +74,13 @@ class EvalSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.query_weight is not None and not 0 <= self.query_weight <= 1:
+            raise ValueError(f"query_weight must be between 0 and 1, got {self.query_weight}")
 
 
 def _configure(model, settings: EvalSettings) -> None:
     model[0].apply_overrides(num_thoughts=settings.num_thoughts, max_new_tokens=settings.max_new_tokens,
-                             greedy=settings.greedy)
+                             greedy=settings.greedy, query_weight=settings.query_weight)
     if settings.max_document_tokens is not None:
         model.max_seq_length = settings.max_document_tokens
 
@@ -133,7 +137,8 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
             f"sampled (t={gen.temperature}, top-p={gen.top_p}, seed={gen.seed})"
         log(f"{label_prefix}: {settings.model if label_prefix == 'o1-embedder' else 'untrained default'}; thoughts "
             f"per query K={module.num_thoughts if gen.do_sample else 1}, {decoding}, <= {gen.max_new_tokens} new "
-            f"tokens; documents <= {module.max_document_tokens} tokens; thought cache: "
+            f"tokens; query weight {module.query_weight:g}; documents <= {module.max_document_tokens} tokens; "
+            f"thought cache: "
             f"{module.thought_cache.path if module.thought_cache is not None else 'off'}")
         for think in (True, False):
             label = f"{label_prefix} ({'think' if think else 'no think'})"

@@ -158,7 +158,7 @@ class O1Embedder(InputModule):
         return self
 
     def apply_overrides(self, *, num_thoughts: int | None = None, max_new_tokens: int | None = None,
-                        greedy: bool | None = None) -> O1Embedder:
+                        greedy: bool | None = None, query_weight: float | None = None) -> O1Embedder:
         """What command-line overrides do: each value given (not ``None``) replaces the model's setting;
         ``greedy=True`` decodes greedily, ``greedy=False`` samples, ``None`` keeps the model's choice."""
         changes: dict[str, Any] = {}
@@ -166,7 +166,7 @@ class O1Embedder(InputModule):
             changes["max_new_tokens"] = max_new_tokens
         if greedy is not None:
             changes["do_sample"] = not greedy
-        return self.configure(num_thoughts=num_thoughts, **changes)
+        return self.configure(num_thoughts=num_thoughts, query_weight=query_weight, **changes)
 
     @property
     def dtype(self) -> str:

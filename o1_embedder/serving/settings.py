@@ -51,6 +51,8 @@ class ServeSettings:
     num_thoughts: int | None = _option(None, "thoughts per query K (default: the model's setting)")
     max_new_tokens: int | None = _option(None, "thought length limit (default: the model's setting)")
     greedy: bool = _option(False, "greedy decoding, one thought per query (default: the model's setting)")
+    query_weight: float | None = _option(None, "weight of the query's own embedding in a thinking query's "
+                                               "embedding, 0-1 (default: the model's setting)")
     log_level: str = _option("info", "server log level", choices=("critical", "error", "warning", "info", "debug"))
 
     def __post_init__(self) -> None:
@@ -61,6 +63,10 @@ class ServeSettings:
         for name in ("num_thoughts", "max_new_tokens"):
             if getattr(self, name) is not None:
                 _check_number(name, getattr(self, name), int, minimum=1)
+        if self.query_weight is not None:
+            _check_number("query_weight", self.query_weight, (int, float), minimum=0)
+            if self.query_weight > 1:
+                raise ValueError(f"setting 'query_weight' must be <= 1, got {self.query_weight}")
         if self.api_key is not None and (not self.api_key.strip() or self.api_key != self.api_key.strip()):
             raise ValueError("setting 'api_key' must be a non-empty key without surrounding whitespace "
                              "(an empty key would let any 'Authorization: Bearer' header through)")
