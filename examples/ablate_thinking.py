@@ -5,7 +5,7 @@
 Variants (each against the same model's no-think run, with a paired test over queries):
 thought length (32 / 64 / 128 new tokens, greedy), K and sampling (K=3 at temperature 0.1 and 0.7, top-p 0.9),
 document length (128 / 256 / 512 tokens, no think), int8 dynamic quantisation (greedy, 64 tokens) and the
-query's own embedding mixed in (``query_weight`` 0.5, greedy, 64 tokens). Every other variant uses
+query's own embedding mixed in (``query_weight`` 0.5, greedy, 64 and 32 tokens). Every other variant uses
 ``query_weight`` 0 (the thoughts' embeddings only), whatever the model's saved setting.
 The corpus is embedded once per model and document length (cached under --out).
 """
@@ -40,8 +40,9 @@ VARIANTS = {
     "int8 no think": (False, {**GREEDY, "max_new_tokens": 64}, 1, 256, True),
     "int8 think greedy 64": (True, {**GREEDY, "max_new_tokens": 64}, 1, 256, True),
     "think greedy 64, query weight 0.5": (True, {**GREEDY, "max_new_tokens": 64}, 1, 256, False),
+    "think greedy 32, query weight 0.5": (True, {**GREEDY, "max_new_tokens": 32}, 1, 256, False),
 }
-QUERY_WEIGHT = {"think greedy 64, query weight 0.5": 0.5}
+QUERY_WEIGHT = {"think greedy 64, query weight 0.5": 0.5, "think greedy 32, query weight 0.5": 0.5}
 
 
 def load(name: str):
