@@ -135,23 +135,21 @@ def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id
     row_slot = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
     ids, mask = left_pad([list(p) for p in distinct], pad_id, device)
     body = decoder(lm)
-    plain = None
-    if prompt_embeddings:
-        if emb_id is None:
-            raise ValueError("prompt_embeddings needs emb_id")
+    if prompt_embeddings and emb_id is None:
+        raise ValueError("prompt_embeddings needs emb_id")
+    prefill_ids, prefill_mask = ids, mask
+    if prompt_embeddings:  # prompt + <emb>: the query's own embedding, then <emb> is cropped from the cache
         column = torch.ones(len(distinct), 1, dtype=mask.dtype, device=device)
-        with_emb = torch.cat([mask, column], dim=1)
-        out = body(input_ids=torch.cat([ids, column * emb_id], dim=1), attention_mask=with_emb,
-                   position_ids=position_ids(with_emb), past_key_values=DynamicCache(config=lm.config), use_cache=True)
-        cache = out.past_key_values
-        cache.crop(-1)  # causal attention: the prompt's states never saw <emb>; the thought continues the prompt
+        prefill_ids, prefill_mask = torch.cat([ids, column * emb_id], dim=1), torch.cat([mask, column], dim=1)
+    out = body(input_ids=prefill_ids, attention_mask=prefill_mask, position_ids=position_ids(prefill_mask),
+               past_key_values=DynamicCache(config=lm.config), use_cache=True)
+    cache = out.past_key_values
+    hidden = out.last_hidden_state[:, -1]
+    plain = None
+    if prompt_embeddings:  # causal attention: the prompt's states never saw <emb>; the thought continues them
+        cache.crop(-1)
+        plain = F.normalize(hidden.float(), dim=-1)[torch.tensor(row_slot, device=device)]
         hidden = out.last_hidden_state[:, -2]
-        plain = F.normalize(out.last_hidden_state[:, -1].float(), dim=-1)[torch.tensor(row_slot, device=device)]
-    else:
-        out = body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-                   past_key_values=DynamicCache(config=lm.config), use_cache=True)
-        cache = out.past_key_values
-        hidden = out.last_hidden_state[:, -1]
 
     head = lm.get_output_embeddings()
     suppress = torch.tensor(sorted(set(suppress_ids)), dtype=torch.long, device=device) if suppress_ids else None

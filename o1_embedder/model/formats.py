@@ -135,7 +135,11 @@ class SequenceBuilder:
         return [ids[begin:end] for ids, begin, end in self._spans(self._q_post, "", thoughts, limit)]
 
     def query_without_thought(self, queries: list[str]) -> list[list[int]]:
-        return [ids + [self.emb_id] for ids in self.query_prompts(queries)]
+        return [self.close_prompt(ids) for ids in self.query_prompts(queries)]
+
+    def close_prompt(self, prompt_ids: list[int]) -> list[int]:
+        """``prompt + <emb>``: the query's own sequence, without a thought."""
+        return list(prompt_ids) + [self.emb_id]
 
     def close_thought(self, prompt_ids: list[int], thought_ids: list[int]) -> list[int]:
         """``prompt + thought + eos + <emb>``: the full sequence whose last state is the query embedding."""

@@ -505,7 +505,7 @@ class O1Embedder(InputModule):
         ``prompt + <emb>``."""
         if not todo:
             return
-        sequences = [list(prompt_ids[i]) + [self.builder.emb_id] for i in todo]
+        sequences = [self.builder.close_prompt(prompt_ids[i]) for i in todo]
         for start in range(0, len(todo), self.decode_rows):
             part = todo[start:start + self.decode_rows]
             emb = embed_sequences(self.model, sequences[start:start + self.decode_rows], self.tokenizer.pad_token_id)
