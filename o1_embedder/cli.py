@@ -78,10 +78,10 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _nonnegative_float(value: str) -> float:
+def _margin(value: str) -> float:
     number = float(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if not 0 <= number < 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
     return number
 
 
@@ -239,7 +239,7 @@ def _add_synthesis_commands(sub) -> None:
     p.add_argument("--num-negatives", type=_positive, default=15, help="negatives per record (default 15)")
     p.add_argument("--range-min", type=int, default=0, help="skip this many top-ranked candidates")
     p.add_argument("--range-max", type=_positive, help="consider candidates up to this rank")
-    p.add_argument("--relative-margin", type=_nonnegative_float, default=0.05,
+    p.add_argument("--relative-margin", type=_margin, default=0.05,
                    help="drop candidates scoring above (1 - margin) x the weakest positive's score (default 0.05)")
     p.add_argument("--no-margin", action="store_true", help="no margin: the top non-positive candidates")
     p.add_argument("--sampling", choices=("top", "random"), default="top")

@@ -433,3 +433,90 @@ def test_7_ctrl_c_stops_synthesis_fast_and_leaves_a_resumable_file(tmp_path):
         assert again.returncode == 0, again.stderr
     final = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["query_id"] for r in final) == sorted(f"q{i}" for i in range(24))
+
+
+# -------------------------------------------------- settings, files and saves found in a second fault review
+def test_settings_that_would_give_garbage_are_refused(model):
+    from o1_embedder.generation import GenerationSettings
+
+    module = model[0]
+    for rows in (0, -1, 2.5, True):
+        with pytest.raises((TypeError, ValueError), match="decode_rows"):
+            module.decode_rows = rows  # -1 once decoded nothing and returned zero vectors
+    assert module.decode_rows == 256
+    for temperature in (float("inf"), float("nan"), 1e-300, 1e39):
+        with pytest.raises(ValueError, match="temperature"):
+            GenerationSettings(do_sample=True, temperature=temperature)
+    with pytest.raises(ValueError, match="temperature"):
+        GenerationSettings(do_sample=False, temperature=float("inf"))  # would be saved as non-standard JSON
+    assert GenerationSettings(do_sample=False, temperature=0.0).greedy  # converted greedy configs keep loading
+    for name, value in (("generation_weight", -1.0), ("contrastive_weight", float("nan")), ("learning_rate", float("nan")),
+                        ("epochs", float("inf")), ("cached_mini_batch_size", 0), ("max_thought_tokens", -1),
+                        ("max_passage_tokens", 0)):
+        with pytest.raises(ValueError, match=name):
+            TrainConfig(data="d", output="o", **{name: value})
+    with pytest.raises(ValueError, match="nothing to train"):
+        TrainConfig(data="d", output="o", contrastive_weight=0.0, generation_weight=0.0)
+
+
+def test_config_file_types_are_checked_at_load(saved):
+    config_path = saved / "o1_embedder_config.json"
+    config = json.loads(config_path.read_text())
+    for change, message in (({"prompt_format": {**config["prompt_format"], "special_tokens": "<emb>"}}, "special_tokens"),
+                            ({"dtype": "int8"}, "floating-point")):
+        config_path.write_text(json.dumps({**config, **change}))
+        with pytest.raises(ValueError, match=f"o1_embedder_config.json: .*{message}|{message}"):
+            load_model(str(saved))
+    config_path.write_text("{}")  # an empty object: every setting at its default, not "no config file"
+    assert load_model(str(saved))[0].num_thoughts >= 1
+
+
+def test_save_never_renames_the_working_directory_or_writes_into_an_input(model, saved, tmp_path, monkeypatch):
+    monkeypatch.chdir(saved)
+    with pytest.raises(ValueError, match="working directory"):
+        save_model(model, ".")
+    with pytest.raises(ValueError, match="working directory"):
+        save_model(model, saved.parent)
+    assert (saved / "o1_embedder_config.json").exists() and not list(saved.parent.glob(".*-old-*"))
+    with pytest.raises(ValueError, match="inside the input folder"):
+        save_model(model, saved / "sub", inputs=(saved,))
+    assert not (saved / "sub").exists()
+
+
+def test_file_fields_a_float_or_a_trec_line_cannot_hold(tmp_path):
+    from o1_embedder.data.records import RecordFile
+
+    path = tmp_path / "b.jsonl"
+    path.write_text('{"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1' + "0" * 400 + '], "neg_scores": [1]}\n')
+    with pytest.raises(RecordFormatError, match="b.jsonl:1: field 'pos_scores'"):
+        RecordFile(path)
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text('{"_id": "d 1", "text": "a"}\n{"_id": "d2", "text": "b"}\n')
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1_0\n")
+    with pytest.raises(BeirFormatError, match="corpus.jsonl:1: field '_id' 'd 1' contains whitespace"):
+        load_beir(beir)
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": "b"}\n')
+    with pytest.raises(BeirFormatError, match="test.tsv:2: score must be an integer, got '1_0'"):
+        load_beir(beir)
+
+
+def test_mining_margins_are_checked(capsys, tmp_path):
+    from o1_embedder.synthesis.mine import mine_negatives
+
+    for margin in (float("nan"), 1.0, -0.1):
+        with pytest.raises(ValueError, match="relative_margin"):
+            mine_negatives([{"query": "q", "pos": ["p"]}], model=None, relative_margin=margin)
+    with pytest.raises(SystemExit):
+        main(["mine", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--relative-margin", "nan"])
+    assert "must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_unused_positives_are_reported(caplog):
+    from o1_embedder.training.data import records_to_dataset
+
+    rows = [{"query": "q1", "pos": ["a", "b", "c"], "neg": ["n"]}, {"query": "q2", "pos": ["d"], "neg": ["n"]}]
+    with caplog.at_level("WARNING", logger="o1_embedder.training.data"):
+        assert records_to_dataset(rows)["positive"] == ["a", "d"]
+    assert "1 of 2 records have more than one positive" in caplog.text and "2 passages unused" in caplog.text

@@ -96,8 +96,9 @@ def test_encode_routing(model):
         model.encode(DOCUMENTS, convert_to_tensor=True)
     routed = [w for w in record if "embeds its inputs as documents" in str(w.message)]
     assert len(routed) == 1 and torch.allclose(plain, d, atol=1e-5)
-    with pytest.raises(ValueError, match="token_embeddings"):
-        model.encode(DOCUMENTS, output_value="token_embeddings")
+    for encode, kwargs in ((model.encode, {}), (model.encode_query, {}), (model.encode_query, {"think": False})):
+        with pytest.raises(ValueError, match="token_embeddings"):
+            encode(DOCUMENTS[:1], output_value="token_embeddings", **kwargs)
 
 
 def test_st_trainer_example_runs(tiny_backbone, tmp_path, capsys):

@@ -14,9 +14,10 @@ skipped (they hold no record).
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
 import os
+import random
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from .jsonl import MAX_PROBLEMS, FileFormatError, Problems, json_lines, text_lines
@@ -214,6 +215,10 @@ def _read_jsonl(path: Path, optional_fields: tuple[str, ...], non_empty_text: bo
             if not record_id:
                 problems.add(number, "field '_id' is empty")
                 ok = False
+            elif any(c.isspace() for c in record_id):
+                problems.add(number, f"field '_id' {record_id!r} contains whitespace (qrels and TREC run files "
+                                     f"are whitespace-separated, so the id could not be named there)")
+                ok = False
             elif record_id in first_line:
                 problems.add(number, f"duplicate _id {record_id!r} (first seen on line {first_line[record_id]})")
                 ok = False
@@ -245,6 +250,8 @@ def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, dict]) ->
         query_id, doc_id, score_text = (c.strip() for c in columns)
         ok = True
         try:
+            if not re.fullmatch(r"[+-]?[0-9]+", score_text):  # int() also takes '1_0' and other scripts' digits
+                raise ValueError(score_text)
             score = int(score_text)
             if not GRADE_RANGE[0] <= score <= GRADE_RANGE[1]:
                 problems.add(number, f"score {score} is out of range (trec_eval takes {GRADE_RANGE[0]} to "

@@ -93,15 +93,23 @@ def _string_list(record: dict, key: str, *, required: bool, non_empty: bool, pro
             problems.append(f"field {key!r}[{i}] {reason}")
 
 
+def _finite(value: int | float) -> bool:
+    """A number a float can hold: not NaN or infinite, and no integer too large to convert."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _float_list(record: dict, key: str, length_of: str, problems: list[str]) -> None:
     if key not in record:
         return
     value = record[key]
     if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         problems.append(f"field {key!r} must be a list of numbers")
-    elif not all(math.isfinite(v) for v in value):
-        problems.append(f"field {key!r} holds a non-finite number (NaN or infinity): "
-                        f"{[v for v in value if not math.isfinite(v)][:3]}")
+    elif not all(_finite(v) for v in value):
+        problems.append(f"field {key!r} holds a non-finite number (NaN, infinity, or an integer beyond a float): "
+                        f"{[v if isinstance(v, float) else f'{str(v)[:12]}...' for v in value if not _finite(v)][:3]}")
     elif isinstance(record.get(length_of, []), list) and len(value) != len(record.get(length_of, [])):
         problems.append(f"field {key!r} has {len(value)} scores for {len(record.get(length_of, []))} passages "
                         f"in {length_of!r}")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 __all__ = ["GenerationSettings", "row_seed"]
+
+#: the sampling temperatures accepted: logits / temperature stays finite in float32 between them
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 1e6
 
 
 def _check_type(name: str, value: Any, kind: type | tuple[type, ...], optional: bool = False) -> None:
@@ -48,8 +52,12 @@ class GenerationSettings:
         _check_type("seed", self.seed, int, optional=True)
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.do_sample and not (self.temperature > 0):
-            raise ValueError(f"temperature must be > 0 when do_sample=True, got {self.temperature}")
+        if not math.isfinite(self.temperature):
+            raise ValueError(f"temperature must be a finite number, got {self.temperature}")
+        if self.do_sample and not (MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE):
+            # outside these, logits / temperature overflows float32 (or -inf / inf gives NaN) and sampling fails
+            raise ValueError(f"temperature must be between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g} when "
+                             f"do_sample=True, got {self.temperature}")
         if not (0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         self.temperature, self.top_p = float(self.temperature), float(self.top_p)  # 1 and 1.0: one setting

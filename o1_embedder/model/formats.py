@@ -43,7 +43,9 @@ class PromptFormat:
             template = getattr(self, name)
             if not isinstance(template, str) or template.count(placeholder) != 1:
                 raise ValueError(f"PromptFormat.{name} must contain {placeholder!r} exactly once, got {template!r}")
-        if self.emb_token not in self.special_tokens:
+        if not isinstance(self.special_tokens, list) or not all(isinstance(t, str) and t for t in self.special_tokens):
+            raise ValueError(f"PromptFormat.special_tokens must be a list of non-empty strings, got {self.special_tokens!r}")
+        if not isinstance(self.emb_token, str) or self.emb_token not in self.special_tokens:
             raise ValueError(f"PromptFormat.emb_token {self.emb_token!r} must be one of special_tokens")
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +106,8 @@ class SequenceBuilder:
         shorter text tokenises into more pieces). Tokenizers without offsets (slow ones) tokenise the pieces
         separately.
         """
+        if limit < 1:
+            raise ValueError(f"a text's token limit must be >= 1, got {limit}")
         if not texts:
             return []
         if not getattr(self.tokenizer, "is_fast", False):

@@ -141,15 +141,22 @@ def check_model_target(path: str | os.PathLike, *, force: bool = False,
     """
     target = Path(path)
     for source in inputs:
-        if source is None or not os.path.exists(source) or not target.exists():
+        if source is None or not os.path.exists(source):
             continue
-        if os.path.samefile(source, target):
+        if target.exists() and os.path.samefile(source, target):
             raise ValueError(f"{target} is also the input model; save to another folder")
+        if Path(source).is_dir() and target.resolve().is_relative_to(Path(source).resolve()):
+            raise ValueError(f"{target} is inside the input folder {source}; save to a folder outside it")
+        if not target.exists():
+            continue
         if target.is_dir() and Path(source).resolve().is_relative_to(target.resolve()):
             raise ValueError(f"{source} is inside {target}: replacing {target} would delete an input; save to "
                              f"another folder")
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise FileExistsError(f"{target} exists and is not a folder; a model is saved as a folder: choose another path")
+    if target.is_dir() and Path.cwd().resolve().is_relative_to(target.resolve()):
+        raise ValueError(f"{path} is the working directory or holds it; a save replaces the whole folder: save to "
+                         f"another folder")
     if not target.is_dir():
         return
     names = sorted(p.name for p in target.iterdir())
@@ -169,7 +176,7 @@ def save_model(model: SentenceTransformer, path: str | os.PathLike, *, force: bo
     replaced, anything else is refused unless ``force`` (a file or an input: always).
     """
     check_model_target(path, force=force, inputs=inputs)
-    target = Path(path)
+    target = Path(os.path.abspath(path))  # "." and "dir/.." have no name of their own to stage beside
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -178,8 +185,13 @@ def save_model(model: SentenceTransformer, path: str | os.PathLike, *, force: bo
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
             os.replace(target, old / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(staging, target)
+            except BaseException:
+                os.replace(old / target.name, target)  # the earlier model back in place
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, target)
     finally:
@@ -230,7 +242,7 @@ def convert_checkpoint(source: str, target: str | os.PathLike, *, allow_missing_
 
     from o1_embedder.model.formats import SPECIAL_TOKENS, SequenceBuilder
 
-    if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+    if not isinstance(getattr(torch, str(dtype), None), torch.dtype) or not getattr(torch, str(dtype)).is_floating_point:
         raise ValueError(f"dtype must name a torch dtype (float32, float16, bfloat16), got {dtype!r}")
     check_model_target(target, force=force, inputs=(source,))
     tokenizer = AutoTokenizer.from_pretrained(source)

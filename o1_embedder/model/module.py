@@ -115,7 +115,6 @@ class O1Embedder(InputModule):
         self._fingerprint: tuple[int, str] | None = None
         self.builder = SequenceBuilder(tokenizer, self._format, max_query_tokens, max_document_tokens)
         self.stats = {"generate_calls": 0, "thoughts_generated": 0, "thoughts_from_cache": 0, "generated_tokens": 0}
-        #: rows (query x sample) decoded together at most; a property of the machine, not saved
         self.decode_rows = 256
         #: ``None``, or the quantisation applied in this process (:meth:`quantize_int8`); never saved
         self.quantized: str | None = None
@@ -187,6 +186,16 @@ class O1Embedder(InputModule):
     def thought_cache(self, cache: ThoughtCache | None) -> None:
         self._thought_cache = cache
         self.use_thought_cache = cache is not None
+
+    @property
+    def decode_rows(self) -> int:
+        """Rows (query x sample) decoded together at most; a property of the machine, not saved."""
+        return self._decode_rows
+
+    @decode_rows.setter
+    def decode_rows(self, value: int) -> None:
+        _check_setting("decode_rows", value, int, minimum=1)
+        self._decode_rows = value
 
     @property
     def max_seq_length(self) -> int:
@@ -310,7 +319,7 @@ class O1Embedder(InputModule):
         if self.model.device.type == "cpu" and budget >= 16384:
             logger.warning("o1-embedder: thinking will generate up to %d tokens (%d thoughts x %d new tokens) on a "
                            "CPU; greedy K=1 with fewer new tokens is faster (configure(num_thoughts=1, "
-                           "do_sample=False, max_new_tokens=64))", budget, rows, self._generation.max_new_tokens)
+                           "do_sample=False, max_new_tokens=32))", budget, rows, self._generation.max_new_tokens)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=rows, desc="Thinking", unit="thought", leave=False)
@@ -334,6 +343,8 @@ class O1Embedder(InputModule):
             # Use ``think_and_embed`` to get them.
             features["sentence_embedding"], _ = self.think_and_embed(features["query_texts"], features["prompt_ids"])
             features["token_embeddings"] = _NoTokenEmbeddings()
+            # Sentence-Transformers reads the mask beside the token embeddings; the stand-in then explains
+            features.setdefault("attention_mask", _NoTokenEmbeddings())
             return features
         mask = features["attention_mask"]
         hidden = decoder(self.model)(input_ids=features["input_ids"], attention_mask=mask,
@@ -544,9 +555,9 @@ class O1Embedder(InputModule):
             config = cls.load_config(model_name_or_path, **hub)
         except ValueError as err:  # json.JSONDecodeError included
             raise ValueError(f"{os.path.join(model_name_or_path, CONFIG_FILE)}: not valid JSON ({err})") from err
-        if not config:
+        local = cls.load_dir_path(model_name_or_path, **hub)  # None where there is no such folder
+        if not local or not os.path.isfile(os.path.join(local, CONFIG_FILE)):  # a file of {} means all defaults
             raise FileNotFoundError(f"{model_name_or_path}: no {CONFIG_FILE}; is this an o1-embedder model folder?")
-        local = cls.load_dir_path(model_name_or_path, **hub)
         check_model_folder(local)
         config_path = os.path.join(local, CONFIG_FILE)
         if not isinstance(config, dict):
@@ -556,8 +567,10 @@ class O1Embedder(InputModule):
             raise ValueError(f"{config_path}: unknown field(s) {sorted(unknown)}")
         config.pop("use_thought_cache", None)  # written by earlier versions; a runtime setting now
         dtype = config.pop("dtype", "float32")
-        if not isinstance(dtype, str) or not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise ValueError(f"{config_path}: field 'dtype' must name a torch dtype such as 'float32', got {dtype!r}")
+        if not isinstance(dtype, str) or not isinstance(getattr(torch, dtype, None), torch.dtype) \
+                or not getattr(torch, dtype).is_floating_point:
+            raise ValueError(f"{config_path}: field 'dtype' must name a floating-point torch dtype such as "
+                             f"'float32', got {dtype!r}")
         model_kwargs = dict(model_kwargs or {})
         model_kwargs.setdefault("dtype", getattr(torch, dtype))
         model = _load_weights(local, model_kwargs)

@@ -11,6 +11,8 @@ gets ``mining: {"model", "scores"}`` (the miner's scores of its negatives, for i
 
 from __future__ import annotations
 
+import math
+
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +61,11 @@ def mine_negatives(records: Iterable[dict], model, *, corpus: Sequence[str] | No
 
     if num_negatives < 1:
         raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+    if relative_margin is not None and not 0 <= relative_margin < 1:  # NaN fails too; 1 or more drops every candidate
+        raise ValueError(f"relative_margin must be in [0, 1), got {relative_margin}")
+    for name, value in (("absolute_margin", absolute_margin), ("max_score", max_score)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
     records = list(records)
     todo = [r for r in records if replace or not r.get("neg")]
     result = MiningResult(records=[], kept=len(records) - len(todo))

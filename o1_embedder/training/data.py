@@ -13,6 +13,7 @@ shared with the synthesis pipeline: :mod:`o1_embedder.data.records`).
 
 from __future__ import annotations
 
+import logging
 import os
 
 from datasets import Dataset
@@ -21,6 +22,8 @@ from o1_embedder.data.records import RecordFile, Stage
 
 COLUMNS = ["anchor", "positive", "negatives", "thought"]
 SCORE_COLUMN = "teacher_scores"
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingDataError(ValueError):
@@ -53,6 +56,11 @@ def records_to_dataset(records: list[dict]) -> Dataset:
         rows["thought"].append(r.get("thought") or "")
         if with_scores:
             rows[SCORE_COLUMN].append([float(r["pos_scores"][0])] + [float(s) for s in r["neg_scores"]])
+    several = [r for r in records if len(r["pos"]) > 1]
+    if several:
+        logger.warning("%d of %d records have more than one positive; training uses the first of each (%d passages "
+                       "unused): write one record per positive to train on all of them", len(several), len(records),
+                       sum(len(r["pos"]) - 1 for r in several))
     return Dataset.from_dict(rows)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -81,8 +82,17 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:  # the trainer reads a value of 1 or more as a number of steps
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.learning_rate <= 0 or self.epochs <= 0 or self.temperature <= 0:
-            raise ValueError("learning_rate, epochs and temperature must be > 0")
+        for name in ("learning_rate", "epochs", "temperature"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):  # NaN fails too
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        for name in ("contrastive_weight", "generation_weight", "distillation_weight"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if self.contrastive_weight + self.generation_weight + self.distillation_weight == 0:
+            raise ValueError("contrastive_weight, generation_weight and distillation_weight are all 0: nothing to train")
+        for name in ("cached_mini_batch_size", "max_passage_tokens", "max_thought_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 when given, got {getattr(self, name)}")
 
 
 def _rank() -> int:
