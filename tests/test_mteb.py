@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -275,15 +276,24 @@ def test_wrapper_around_in_memory_model(tiny_model, beir_dir, tmp_path):
         O1EmbedderEncoderWrapper(tiny_model, query_batch_size=-1)
 
 
-def test_run_mteb_cli_on_local_beir_task(model_dir, beir_dir, tmp_path):
-    output = tmp_path / "cli-results"
-    rc = run_mteb_cli(["run", "-m", str(model_dir), "--beir-task", f"TinyCli={beir_dir}", "--output-folder",
-                       str(output), "--no-co2-tracker", "--batch-size", "8", "--num-thoughts", "1", "-v", "0"])
-    assert rc == 0
+def test_run_mteb_cli_on_local_beir_task(model_dir, beir_dir, tmp_path, capsys):
+    output, data = tmp_path / "cli-results", tmp_path / "beir"
+    shutil.copytree(beir_dir, data)
+    argv = ["run", "-m", str(model_dir), "--beir-task", f"TinyCli={data}", "--output-folder", str(output),
+            "--no-co2-tracker", "--batch-size", "8", "--num-thoughts", "1", "-v", "0"]
+    assert run_mteb_cli(argv) == 0
     path = next(output.rglob("TinyCli.json"))
     assert path.parent.name == "num_thoughts_1"
     assert path.parents[2].name == folder_revision(model_dir) and path.parents[3].name == "local__tiny-o1"
     assert 0.0 <= scores_of(json.loads(path.read_text()))["ndcg_at_10"] <= 1.0
+    # edited judgments: mteb would report the old scores again, so the run is refused until told to overwrite
+    before = json.loads(path.read_text())["dataset_revision"]
+    qrels = data / "qrels" / "test.tsv"
+    qrels.write_text("\n".join(qrels.read_text().splitlines()[:-1]) + "\n")
+    assert run_mteb_cli(argv) == 2
+    assert "other files" in capsys.readouterr().err
+    assert run_mteb_cli([*argv, "--overwrite-strategy", "always"]) == 0
+    assert json.loads(path.read_text())["dataset_revision"] not in (before, None)
     # registrations are undone when the command ends
     with pytest.raises(KeyError):
         mteb.get_model_meta("local/tiny-o1")

@@ -10,11 +10,13 @@ command ends. Subcommands other than ``run`` and ``mock-run`` go to mteb unchang
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import mteb
@@ -114,6 +116,33 @@ def _local_tasks(ours: argparse.Namespace, args: argparse.Namespace) -> list[typ
     return tasks
 
 
+def _check_stale_results(args: argparse.Namespace, tasks: list[type[LocalBeirRetrieval]]) -> None:
+    """Refuse to run where mteb would reuse a local task's results computed on other files.
+
+    mteb's ``only-missing`` (its default) and ``never`` strategies keep a result file whatever its dataset
+    revision; a local folder's revision is a hash of its files, so an edited folder would be reported with the
+    scores of its earlier content.
+    """
+    if getattr(args, "overwrite", False) or getattr(args, "overwrite_strategy", None) == "always" or not tasks:
+        return
+    root = Path(getattr(args, "output_folder", None) or "results")
+    model_dir = str(args.model).replace("/", "__")
+    for task in tasks:
+        name, revision = task.metadata.name, task.metadata.dataset["revision"]
+        for found in sorted(root.rglob(f"{name}.json")):
+            if model_dir not in found.parts:
+                continue
+            try:
+                recorded = json.loads(found.read_text(encoding="utf-8")).get("dataset_revision")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if recorded not in (None, revision):
+                raise ValueError(f"{found} holds results for task {name!r} on other files (dataset revision "
+                                 f"{recorded}; the folder {task.metadata.dataset['path']} now hashes to {revision}), "
+                                 f"and mteb would report them again: pass --overwrite-strategy always, or use "
+                                 f"another --output-folder")
+
+
 def _run_mteb_unchanged(argv: Sequence[str]) -> int:
     """A subcommand that needs no o1-embedder model, run by mteb as ``mteb ...`` would."""
     parser = _mteb_parser()
@@ -153,7 +182,9 @@ def run_mteb_cli(argv: Sequence[str]) -> int:
     with ExitStack() as stack:
         try:
             models = _models(ours, args, options_from_args(ours))
-            stack.enter_context(registered(models, _local_tasks(ours, args)))
+            tasks = _local_tasks(ours, args)
+            _check_stale_results(args, tasks)
+            stack.enter_context(registered(models, tasks))
         except (OSError, ValueError, TypeError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
