@@ -1,8 +1,8 @@
 """Query-encoding benchmark on the embedded default (SmolLM2-135M-Instruct), all ratios from one run.
 
-    python benchmarks/query_encoding.py [--queries 64] [--max-new-tokens 64] [--batch-size 64] [--docs 256] [--int8]
+    python benchmarks/query_encoding.py [--queries 64] [--max-new-tokens 32] [--batch-size 64] [--docs 256] [--int8]
 
-0. the cost of thinking at the main job's settings (greedy, K=1, 64 new tokens): seconds per query with and
+0. the cost of thinking at the main job's settings (greedy, K=1, 32 new tokens): seconds per query with and
    without thinking, their ratio next to the FLOP-based floor for the same token counts (a thinking query
    processes prompt + thought + eos + <emb> tokens, a plain one prompt + <emb>; the LM head runs for every
    generated token), and tokens per second in prefill (no-think queries) vs in decoding;
@@ -45,6 +45,19 @@ def timed(fn):
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
+
+
+def alternated(*fns, runs=2):
+    """Each function's first output and its total time over ``runs`` runs, taken in turn (a, b, a, b) so that
+    machine noise falls on every side of a ratio."""
+    outs, totals = [None] * len(fns), [0.0] * len(fns)
+    for run in range(runs):
+        for i, fn in enumerate(fns):
+            out, seconds = timed(fn)
+            totals[i] += seconds
+            if run == 0:
+                outs[i] = out
+    return outs, totals
 
 
 def one_pass(module, queries, batch_size):
@@ -91,10 +104,12 @@ def thinking_cost(model, queries, bs):
     module = model[0]
     prompts = module.builder.query_prompts(queries)
     model.encode_query(queries[:bs], batch_size=bs, think=False)  # warm-up
+    runs = 2
     before = module.stats["generated_tokens"]
-    _, t_think = timed(lambda: model.encode_query(queries, batch_size=bs))
-    generated = module.stats["generated_tokens"] - before
-    _, t_plain = timed(lambda: model.encode_query(queries, batch_size=bs, think=False))
+    _, (t_think, t_plain) = alternated(lambda: model.encode_query(queries, batch_size=bs),
+                                       lambda: model.encode_query(queries, batch_size=bs, think=False), runs=runs)
+    generated = (module.stats["generated_tokens"] - before) // runs
+    t_think, t_plain = t_think / runs, t_plain / runs
     body, head = flops_per_token(module)
     prompt_tokens = sum(len(p) for p in prompts)
     plain_flops = body * (prompt_tokens + len(queries))
@@ -141,7 +156,7 @@ def _ids(module):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64, help="queries encoded together, as the eval job does")
     parser.add_argument("--docs", type=int, default=256)
     parser.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantisation (section 5)")
@@ -169,11 +184,7 @@ def main(argv=None) -> int:
     report(*thinking_cost(model, queries, bs))
 
     # 1. one pass vs two passes, greedy K=1 (identical thoughts in both), alternated to share machine noise
-    one, t_one = timed(lambda: one_pass(module, queries, bs))
-    two, t_two = timed(lambda: two_pass(module, queries, bs))
-    _, t_one2 = timed(lambda: one_pass(module, queries, bs))
-    _, t_two2 = timed(lambda: two_pass(module, queries, bs))
-    t_one, t_two = t_one + t_one2, t_two + t_two2
+    (one, two), (t_one, t_two) = alternated(lambda: one_pass(module, queries, bs), lambda: two_pass(module, queries, bs))
     max_diff = (one - two).abs().max().item()
     cos = (one * two).sum(-1).min().item()
     report(("one-pass vs two-pass query encoding (time ratio two/one)", t_two / t_one,
@@ -188,11 +199,15 @@ def main(argv=None) -> int:
     report(("cached vs uncached (speed-up uncached/cached)", t_fill / t_cached, f"{t_fill:.1f}s vs {t_cached:.2f}s"))
 
     # 3. K=3 sampled vs K=1 sampled
-    module.configure(num_thoughts=1, do_sample=True, temperature=0.1, top_p=0.9, seed=0)
-    _, t_k1 = timed(lambda: model.encode_query(queries, batch_size=bs))
-    module.configure(num_thoughts=3)
-    _, t_k3 = timed(lambda: model.encode_query(queries, batch_size=bs))
-    report(("K=3 vs K=1 sampled thoughts (time ratio K3/K1)", t_k3 / t_k1, f"{t_k1:.1f}s vs {t_k3:.1f}s"))
+    # alternated, two runs each, so that machine noise falls on both sides
+    module.configure(do_sample=True, temperature=0.1, top_p=0.9, seed=0)
+
+    def encode_k(k):
+        module.configure(num_thoughts=k)
+        return model.encode_query(queries, batch_size=bs)
+
+    _, (t_k1, t_k3) = alternated(lambda: encode_k(1), lambda: encode_k(3))
+    report(("K=3 vs K=1 sampled thoughts (time ratio K3/K1)", t_k3 / t_k1, f"{t_k1:.1f}s vs {t_k3:.1f}s (2 runs each)"))
 
     # 4. documents vs plain Transformer + Pooling("lasttoken")
     from sentence_transformers import SentenceTransformer

@@ -1,6 +1,6 @@
 """Load on ``o1-embedder serve``: N concurrent clients vs the same kind of requests sent one at a time.
 
-    python benchmarks/serve_load.py [--model o1-embedder] [--clients 8] [--requests 32] [--max-new-tokens 64]
+    python benchmarks/serve_load.py [--model o1-embedder] [--clients 8] [--requests 32] [--max-new-tokens 32]
                                     [--input-type query] [--inputs-per-request 1] [--max-seconds 300]
                                     [--device cpu] [--batch-window-ms 10] [--max-batch 32]
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=32, help="requests per phase")
     parser.add_argument("--inputs-per-request", type=int, default=1)
     parser.add_argument("--input-type", choices=("query", "document"), default="query")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="thought length limit")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="thought length limit")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="per phase: stop sending after this")
     parser.add_argument("--batch-window-ms", type=float, default=10.0)
     parser.add_argument("--max-batch", type=int, default=32)

@@ -99,7 +99,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--save-steps", type=int, default=10)
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-document-tokens", type=int, default=256)
-    g.add_argument("--eval-thought-tokens", type=int, default=64)
+    g.add_argument("--eval-thought-tokens", type=int, default=32,
+                   help="thought length limit in the eval stage and in the shipped settings")
     g.add_argument("--query-weight", type=float, default=0.5,
                    help="weight of the query's own embedding in a thinking query's embedding (the module's "
                         "query_weight), in the eval stage and in the shipped settings")
@@ -492,6 +493,7 @@ def ship(out: Path, args) -> None:
     shutil.copy(adapter / "adapter_config.json", staging / "adapter_config.json")
     settings = json.loads((adapter / "o1_embedder_config.json").read_text(encoding="utf-8"))
     settings["query_weight"] = args.query_weight
+    settings["generation"]["max_new_tokens"] = args.eval_thought_tokens  # the length the eval stage measured
     (staging / "o1_embedder_config.json").write_text(json.dumps(settings, indent=4) + "\n", encoding="utf-8")
     digest = hashlib.sha256(gguf_path().read_bytes()).hexdigest()
     card = model_card(out, args, digest)

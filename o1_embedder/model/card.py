@@ -73,7 +73,7 @@ print(model.similarity(queries, documents))
 Each query generates up to {gen.max_new_tokens} tokens x {samples} thought(s) ({decoding}) before it is
 embedded: on a CPU that is several times the cost of embedding the query alone. Thoughts and their
 embeddings are cached on disk (`~/.cache/o1_embedder/thoughts.sqlite`), so a repeated query costs nothing.
-Change the settings with `model[0].configure(num_thoughts=1, do_sample=False, max_new_tokens=64)`.
+Change the settings with `model[0].configure(num_thoughts=1, do_sample=False, max_new_tokens=32)`.
 
 ## Settings
 
