@@ -8,12 +8,36 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def _umask() -> int:
+    """The process's umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def staging_dir(target: str | os.PathLike, prefix: str) -> Path:
+    """A temporary sibling folder of ``target``, to be renamed into place, with the permissions a plain mkdir
+    gives (``mkdtemp`` makes 0700: a saved model would be unreadable to other users and containers)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=Path(target).parent))
+    os.chmod(path, 0o777 & ~_umask())
+    return path
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
-    """Write ``path`` through ``write(binary handle)`` into a temporary sibling, fsync, then rename into place."""
+    """Write ``path`` through ``write(binary handle)`` into a temporary sibling, fsync, then rename into place
+    (with the permissions a plain ``open`` gives, not ``mkstemp``'s 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

@@ -520,3 +520,74 @@ def test_unused_positives_are_reported(caplog):
     with caplog.at_level("WARNING", logger="o1_embedder.training.data"):
         assert records_to_dataset(rows)["positive"] == ["a", "d"]
     assert "1 of 2 records have more than one positive" in caplog.text and "2 passages unused" in caplog.text
+
+
+def test_lengths_beyond_the_backbone_context_are_refused(tmp_path):
+    from conftest import make_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = make_tokenizer(400)
+    torch.manual_seed(0)  # learned absolute positions: past n_positions every forward pass fails
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=40,
+                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+                    ).save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    greedy = {"do_sample": False, "max_new_tokens": 8}
+    with pytest.raises(ValueError, match="max_document_tokens=512 .* context of 40"):
+        build_model(str(tmp_path / "gpt2"), num_thoughts=1, generation=greedy, max_query_tokens=8)
+    model = build_model(str(tmp_path / "gpt2"), num_thoughts=1, generation=greedy, max_query_tokens=8,
+                        max_document_tokens=24)
+    model[0].thought_cache = None
+    long = " ".join(["wing"] * 200)
+    assert model.encode_query([long, "wing"]).shape[0] == 2 and model.encode_document([long]).shape[0] == 1
+    with pytest.raises(ValueError, match="max_new_tokens=64"):
+        model[0].configure(max_new_tokens=64)
+    with pytest.raises(ValueError, match="max_document_tokens=100"):
+        model.max_seq_length = 100
+    with pytest.raises(ValueError, match="max_query_tokens=30"):
+        model[0].configure_lengths(max_query_tokens=30)
+    assert model[0].generation["max_new_tokens"] == 8 and model.max_seq_length == 24
+
+
+def test_saved_folders_and_reports_are_readable_by_others(model, tmp_path):
+    import os
+
+    from o1_embedder.files import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        folder = save_model(model, tmp_path / "m")
+        report = atomic_write_text(tmp_path / "r" / "results.md", "x")
+    finally:
+        os.umask(mask)
+    assert folder.stat().st_mode & 0o777 == 0o755  # mkdtemp's 0700 made it unreadable to other users
+    assert report.stat().st_mode & 0o777 == 0o644
+
+
+def test_names_devices_and_locations_checked_before_any_model_runs(tmp_path):
+    from o1_embedder.evaluation.job import EvalSettings, run_eval
+    from o1_embedder.generation.backends import check_device
+    from o1_embedder.generation.transformers_backend import _dtype
+    from o1_embedder.serving.settings import ServeSettings
+
+    with pytest.raises(ValueError, match="model name or folder is needed"):
+        load_model("")
+    with pytest.raises(ValueError, match="share a report row"):
+        run_eval("cranfield", tmp_path / "r", EvalSettings(compare=["all-MiniLM-L6-v2", "all-MiniLM-L6-v2"]))
+    with pytest.raises(ValueError, match="empty"):
+        run_eval("cranfield", tmp_path / "r", EvalSettings(compare=[" "]))
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        run_eval("cranfield", blocker / "sub", EvalSettings(compare=[]))
+    with pytest.raises(ValueError, match="is a file"):
+        JsonlWriter.check(blocker / "x.jsonl")
+    with pytest.raises(ValueError, match="batch_window_ms"):
+        ServeSettings(batch_window_ms=1e13)  # past threading's largest wait it killed the model thread
+    with pytest.raises(ValueError, match="dtype"):
+        _dtype("nn")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no cuda device"):
+            check_device("cuda")
+    check_device("cpu")
+    assert not (tmp_path / "r").exists()

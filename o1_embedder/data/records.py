@@ -420,6 +420,11 @@ def check_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike |
                              f"choose another output file")
     if output.is_dir():
         raise ValueError(f"{output} is a folder; the output must be a file (e.g. {output / 'out.jsonl'})")
+    for parent in output.parents:  # the nearest existing folder above it: the file can be made there
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{output}: {parent} is a file, so the output cannot be written below it")
+            break
 
 
 def _lock(handle, path: Path) -> None:

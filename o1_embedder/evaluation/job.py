@@ -95,6 +95,15 @@ def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for a, b in pairs if a in names and b in names]
 
 
+def _check_folder_location(path: Path, option: str) -> None:
+    """A folder can be made at ``path``: it is one, or its nearest existing ancestor is a folder."""
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{option} {path}: {parent} is a file, so the folder cannot be made there")
+            return
+
+
 def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, settings: EvalSettings,
              log=print) -> dict[str, Any]:
     """Run the comparison and write the report. Returns ``{"results", "paths", "subset"}``.
@@ -107,12 +116,24 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
     from o1_embedder.model.default import trained_default_dir
     from o1_embedder.model.loading import DEFAULT_MODEL_NAME, default_model, load_model
 
+    from o1_embedder.evaluation.retrieval import slug
+
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output {output_dir} is a file; the report is a folder (results.json, .md, .png)")
+    _check_folder_location(output_dir, "--output")
+    if settings.cache_dir:
+        _check_folder_location(Path(settings.cache_dir), "--cache-dir")
+    slugs: dict[str, str] = {}
     for name in settings.compare:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"--compare: a model name is empty ({name!r})")
         if looks_like_path(name) and not os.path.exists(name):
             raise FileNotFoundError(f"comparison model not found: {name}")
+        if slug(name) in slugs:  # one table row and one run file per model
+            raise ValueError(f"--compare names {slugs[slug(name)]!r} and {name!r} would share a report row and run "
+                             f"file; give each model once")
+        slugs[slug(name)] = name
     dataset = resolve_dataset(dataset_path, settings.split)
     data, subset = dataset.subset(settings.max_queries, settings.max_docs, seed=settings.seed)
     log(f"dataset: {subset}")

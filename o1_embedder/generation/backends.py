@@ -35,6 +35,7 @@ __all__ = [
     "Generation",
     "GenerationBackend",
     "GenerationRequest",
+    "check_device",
     "synthesis_settings",
     "make_backend",
     "render_plain",
@@ -190,3 +191,19 @@ def make_backend(kind: str = "transformers", *, model: str | None = None, settin
             raise ValueError("the vllm backend needs a model (hub id or folder)")
         return VLLMBackend(model, settings=settings, **options)
     raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device this torch build cannot use, before any model is moved there (torch itself fails with
+    an AssertionError deep in a load)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device ({err})") from err
+    backend = getattr(torch, kind, None) if kind != "cpu" else None
+    if kind != "cpu" and not (backend is not None and hasattr(backend, "is_available") and backend.is_available()):
+        raise ValueError(f"device {device!r}: this torch build or machine has no {kind} device")

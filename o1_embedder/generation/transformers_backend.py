@@ -10,7 +10,7 @@ import torch
 
 from o1_embedder.generation.settings import row_seed
 from o1_embedder.generation.settings import GenerationSettings
-from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest
+from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest, check_device
 
 __all__ = ["TransformersBackend"]
 
@@ -43,6 +43,7 @@ class TransformersBackend(GenerationBackend):
         super().__init__(settings)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_device(device)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if model is None:
@@ -153,5 +154,8 @@ def _dtype(dtype):
     if isinstance(dtype, str):
         if dtype == "auto":
             return "auto"
-        return getattr(torch, dtype)
+        value = getattr(torch, dtype, None)
+        if not isinstance(value, torch.dtype) or not value.is_floating_point:
+            raise ValueError(f"dtype must be auto, float32, float16 or bfloat16, got {dtype!r}")
+        return value
     return dtype

@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from o1_embedder.model.formats import EMB_TOKEN, PromptFormat
+from o1_embedder.files import staging_dir
 from o1_embedder.generation.cache import default_cache_dir
 
 DEFAULT_BACKBONE_NAME = "SmolLM2-135M-Instruct"
@@ -59,7 +59,7 @@ def default_backbone_path(cache_dir: str | os.PathLike | None = None) -> Path:
         del model.config.quantization_config  # the saved weights are plain float32
     model.hf_quantizer = None
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_BACKBONE_NAME}-", dir=target.parent))
+    staging = staging_dir(target, prefix=f".{DEFAULT_BACKBONE_NAME}-")
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)

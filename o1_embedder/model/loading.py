@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
-from o1_embedder.files import looks_like_path
+from o1_embedder.files import looks_like_path, staging_dir
 from o1_embedder.model.default import DEFAULT_BACKBONE_HUB_ID, DEFAULT_PROMPT_FORMAT, default_backbone_path
 from o1_embedder.model.module import CONFIG_FILE, QUERY_PROMPT, O1Embedder
 
@@ -83,6 +83,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL_NAME, **kwargs) -> SentenceTran
     ``"o1-embedder"`` names the embedded default when no folder of that name exists where you stand.
     Extra keyword arguments go to ``SentenceTransformer`` (``device``, ``model_kwargs`` ...).
     """
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
+        raise ValueError(f"a model name or folder is needed, got {name_or_path!r}")
     if name_or_path == DEFAULT_MODEL_NAME and not os.path.isdir(name_or_path):
         model_kwargs = kwargs.pop("model_kwargs", None)
         device = kwargs.pop("device", None)
@@ -178,7 +180,7 @@ def save_model(model: SentenceTransformer, path: str | os.PathLike, *, force: bo
     check_model_target(path, force=force, inputs=inputs)
     target = Path(os.path.abspath(path))  # "." and "dir/.." have no name of their own to stage beside
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging = staging_dir(target, prefix=f".{target.name}-")
     try:
         model.save(str(staging))
         (staging / "README.md").write_text(_card(model, target.name), encoding="utf-8")

@@ -114,6 +114,7 @@ class O1Embedder(InputModule):
         self._thought_cache = thought_cache
         self._fingerprint: tuple[int, str] | None = None
         self.builder = SequenceBuilder(tokenizer, self._format, max_query_tokens, max_document_tokens)
+        self._check_context()
         self.stats = {"generate_calls": 0, "thoughts_generated": 0, "thoughts_from_cache": 0, "generated_tokens": 0}
         self.decode_rows = 256
         #: ``None``, or the quantisation applied in this process (:meth:`quantize_int8`); never saved
@@ -153,7 +154,9 @@ class O1Embedder(InputModule):
             _check_setting("think", think, bool)
             self.think = think
         if generation:
-            self._generation = self._generation.replace(**generation)
+            settings = self._generation.replace(**generation)
+            self._check_context(max_new_tokens=settings.max_new_tokens)
+            self._generation = settings
         return self
 
     def apply_overrides(self, *, num_thoughts: int | None = None, max_new_tokens: int | None = None,
@@ -187,6 +190,25 @@ class O1Embedder(InputModule):
         self._thought_cache = cache
         self.use_thought_cache = cache is not None
 
+    def _check_context(self, *, max_query_tokens: int | None = None, max_document_tokens: int | None = None,
+                       max_new_tokens: int | None = None) -> None:
+        """Refuse lengths the backbone has no positions for (a model with learned absolute positions fails on
+        every query or document past them; others silently degrade)."""
+        context = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        if not isinstance(context, int) or isinstance(context, bool) or context < 1:
+            return
+        query = self.max_query_tokens if max_query_tokens is None else max_query_tokens
+        document = self.max_document_tokens if max_document_tokens is None else max_document_tokens
+        new = self._generation.max_new_tokens if max_new_tokens is None else max_new_tokens
+        query_format = len(self.builder.query_prompts([""])[0])
+        document_format = len(self.builder.documents([""])[0])
+        if query_format + query + new + 2 > context:  # + eos and <emb>
+            raise ValueError(f"max_query_tokens={query} + max_new_tokens={new} + {query_format + 2} format tokens "
+                             f"exceed the backbone's context of {context} positions (max_position_embeddings)")
+        if document_format + document > context:
+            raise ValueError(f"max_document_tokens={document} + {document_format} format tokens exceed the "
+                             f"backbone's context of {context} positions (max_position_embeddings)")
+
     @property
     def decode_rows(self) -> int:
         """Rows (query x sample) decoded together at most; a property of the machine, not saved."""
@@ -206,6 +228,7 @@ class O1Embedder(InputModule):
         """Sentence-Transformers' truncation length sets the *document* limit; queries keep ``max_query_tokens``
         (their limit is part of the thought cache key; change it with ``configure_lengths``)."""
         _check_setting("max_seq_length", value, int, minimum=1)
+        self._check_context(max_document_tokens=value)
         self.max_document_tokens = value
         self.builder.max_document_tokens = value
 
@@ -214,6 +237,7 @@ class O1Embedder(InputModule):
         """Change the truncation of query and/or document text (format tokens are never truncated)."""
         if max_query_tokens is not None:
             _check_setting("max_query_tokens", max_query_tokens, int, minimum=1)
+            self._check_context(max_query_tokens=max_query_tokens)
             self.max_query_tokens = self.builder.max_query_tokens = max_query_tokens
         if max_document_tokens is not None:
             self.max_seq_length = max_document_tokens

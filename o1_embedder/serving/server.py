@@ -46,8 +46,10 @@ class EmbeddingServer(uvicorn.Server):
 def load_for_serving(name_or_path: str, settings: ServeSettings) -> tuple[SentenceTransformer, str]:
     """Load ``name_or_path`` (a model folder, or ``o1-embedder`` for the embedded default), apply the settings
     that change the model (device, thinking, thought cache), and return it with the name clients use."""
+    from o1_embedder.generation.backends import check_device
     from o1_embedder.model.loading import load_model
 
+    check_device(settings.device)
     model = load_model(name_or_path)
     if not isinstance(model[0], O1Embedder):
         raise ValueError(f"{name_or_path}: not an o1-embedder model (its first module is {type(model[0]).__name__})")

@@ -70,6 +70,9 @@ class ServeSettings:
         if self.api_key is not None and (not self.api_key.strip() or self.api_key != self.api_key.strip()):
             raise ValueError("setting 'api_key' must be a non-empty key without surrounding whitespace "
                              "(an empty key would let any 'Authorization: Bearer' header through)")
+        for name, limit in (("batch_window_ms", 60_000), ("request_timeout_s", 86_400), ("shutdown_timeout_s", 86_400)):
+            if getattr(self, name) > limit:  # beyond threading's largest wait the model thread would fail
+                raise ValueError(f"setting {name!r} must be <= {limit}, got {getattr(self, name)}")
         if self.port > 65535:
             raise ValueError(f"setting 'port' must be <= 65535, got {self.port}")
         if self.request_timeout_s <= 0:

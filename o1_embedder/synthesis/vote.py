@@ -153,6 +153,8 @@ def load_committee(specs: Sequence[str] = DEFAULT_COMMITTEE, batch_size: int = 3
         raise ValueError("the committee needs at least one member")
     if len(set(specs)) != len(specs):
         raise ValueError(f"committee members must be distinct, got {list(specs)}")
+    if any(not isinstance(spec, str) or not spec.strip() for spec in specs):
+        raise ValueError(f"a committee member name is empty: {list(specs)}")
     return [load_member(spec, batch_size) for spec in specs]
 
 

@@ -49,11 +49,12 @@ def save_adapter(model, path, dtype=None):
     """
     import os
     import shutil
-    import tempfile
     from pathlib import Path
 
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
+
+    from o1_embedder.files import staging_dir
 
     module = model[0]
     if not hasattr(module.model, "peft_config"):
@@ -62,7 +63,7 @@ def save_adapter(model, path, dtype=None):
     if target.exists() and not (target / "adapter_config.json").is_file():
         raise FileExistsError(f"{target} exists and is not an adapter folder: choose another path")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging = staging_dir(target, prefix=f".{target.name}-")
     try:
         module.model.peft_config["default"].save_pretrained(str(staging))
         state = get_peft_model_state_dict(module.model)
