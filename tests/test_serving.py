@@ -201,7 +201,9 @@ def test_bad_transport_gets_openai_shaped_4xx(served):
     _, server = served
     assert_error(*raw(server, "POST", "/v1/embeddings", data=b"{not json"), 400)
     assert_error(*raw(server, "POST", "/v1/embeddings", data=b""), 400)
-    assert_error(*raw(server, "POST", "/v1/embeddings", data=json.dumps({"input": "x" * 9000}).encode()), 413)
+    status, body = raw(server, "POST", "/v1/embeddings", data=json.dumps({"input": "x" * 9000}).encode())
+    assert_error(status, body, 413)
+    assert body["error"]["code"] == "request_too_large"  # the same code as a chunked body over the limit
     assert_error(*raw(server, "GET", "/v1/embeddings"), 405)
     assert_error(*raw(server, "GET", "/v1/nothing"), 404)
     # what curl -d sends: valid JSON under a form content type; the error says what to change

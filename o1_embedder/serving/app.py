@@ -204,9 +204,10 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            status, what = (413, "too large") if length.isdigit() else (400, "invalid")
+            status, what, code = (413, "too large", "request_too_large") if length.isdigit() else \
+                (400, "invalid", "invalid_content_length")
             await _send_error(scope, receive, send, ApiError(status, f"Request body {what}: the limit is "
-                                                                     f"{self.max_bytes} bytes"))
+                                                                     f"{self.max_bytes} bytes", code=code))
             return
         seen = 0
 
