@@ -492,14 +492,16 @@ def test_file_fields_a_float_or_a_trec_line_cannot_hold(tmp_path):
         RecordFile(path)
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
-    (beir / "corpus.jsonl").write_text('{"_id": "d 1", "text": "a"}\n{"_id": "d2", "text": "b"}\n')
+    (beir / "corpus.jsonl").write_text('{"_id": "d\\t1", "text": "a"}\n{"_id": "d 2", "text": "b"}\n')
     (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
-    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1_0\n")
-    with pytest.raises(BeirFormatError, match="corpus.jsonl:1: field '_id' 'd 1' contains whitespace"):
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td 2\t1_0\n")
+    with pytest.raises(BeirFormatError, match="corpus.jsonl:1: field '_id' 'd\\\\t1' contains a tab"):
         load_beir(beir)
-    (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": "b"}\n')
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "a"}\n{"_id": "d 2", "text": "b"}\n')
     with pytest.raises(BeirFormatError, match="test.tsv:2: score must be an integer, got '1_0'"):
         load_beir(beir)
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td 2\t1\n")
+    assert load_beir(beir).qrels == {"q1": {"d 2": 1}}  # a space is fine in a tab-separated file
 
 
 def test_mining_margins_are_checked(capsys, tmp_path):

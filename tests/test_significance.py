@@ -63,3 +63,11 @@ def test_report_writes_trec_runs_and_mteb_style_results(tmp_path):
     mteb = json.loads(next((tmp_path / "mteb").rglob("*.json")).read_text())
     assert mteb["scores"]["test"][0]["main_score"] == result["metrics"]["ndcg@10"]
     assert "run" not in json.loads(paths["json"].read_text())["results"][0]
+
+
+def test_no_unreadable_trec_file_for_ids_with_spaces(tmp_path, caplog):
+    result = {"name": "x", "dataset": "d", "metrics": {"ndcg@10": 0.5}, "run": {"q 1": {"doc one": 1.0}}}
+    with caplog.at_level("WARNING", logger="o1_embedder.evaluation.retrieval"):
+        paths = write_report([result], tmp_path, "t")
+    assert not (tmp_path / "runs").exists() and "contain spaces" in caplog.text
+    assert "mteb:x" in paths and json.loads(paths["json"].read_text())["results"][0]["metrics"]["ndcg@10"] == 0.5

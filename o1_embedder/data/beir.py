@@ -215,9 +215,9 @@ def _read_jsonl(path: Path, optional_fields: tuple[str, ...], non_empty_text: bo
             if not record_id:
                 problems.add(number, "field '_id' is empty")
                 ok = False
-            elif any(c.isspace() for c in record_id):
-                problems.add(number, f"field '_id' {record_id!r} contains whitespace (qrels and TREC run files "
-                                     f"are whitespace-separated, so the id could not be named there)")
+            elif any(c in record_id for c in "\t\r\n"):
+                problems.add(number, f"field '_id' {record_id!r} contains a tab or line break (qrels/test.tsv "
+                                     f"is tab-separated, so the id could not be named there)")
                 ok = False
             elif record_id in first_line:
                 problems.add(number, f"duplicate _id {record_id!r} (first seen on line {first_line[record_id]})")

@@ -383,6 +383,11 @@ def slug(name: str) -> str:
     return cleaned[:80]
 
 
+def _whitespace_ids(run: Mapping[str, Mapping[str, float]]) -> bool:
+    return any(any(c.isspace() for c in qid) or any(any(c.isspace() for c in doc) for doc in docs)
+               for qid, docs in run.items())
+
+
 def trec_run_text(run: Mapping[str, Mapping[str, float]], tag: str) -> str:
     """A run in TREC format (``qid Q0 docid rank score tag``), ranks in trec_eval order."""
     lines = []
@@ -412,7 +417,8 @@ def write_report(results: Sequence[Mapping[str, Any]], out_dir: str | os.PathLik
     """Write ``results.json``, ``results.md`` and ``results.png`` (each atomically) and return their paths.
 
     Results that carry their ``run`` also get a TREC run file (``runs/NAME.trec``, readable by trec_eval
-    and ``pytrec_eval``) and an mteb-style result file (``mteb/NAME/no_revision_available/TASK.json``).
+    and ``pytrec_eval``; not written, with a warning, when ids contain spaces, which that format cannot hold)
+    and an mteb-style result file (``mteb/NAME/no_revision_available/TASK.json``).
     ``comparisons`` are paired tests (:func:`~o1_embedder.evaluation.significance.paired_comparisons`),
     listed under the table and kept in the JSON.
     """
@@ -428,7 +434,11 @@ def write_report(results: Sequence[Mapping[str, Any]], out_dir: str | os.PathLik
         if run is None:
             continue
         name = slug(str(result.get("name", "result")))
-        paths[f"trec:{name}"] = atomic_write_text(out / "runs" / f"{name}.trec", trec_run_text(run, name))
+        if _whitespace_ids(run):  # the TREC format is whitespace-separated: such ids cannot be written there
+            logger.warning("%s: no TREC run file, because query or document ids contain spaces (the format is "
+                           "whitespace-separated); results.json and the mteb file hold the scores", name)
+        else:
+            paths[f"trec:{name}"] = atomic_write_text(out / "runs" / f"{name}.trec", trec_run_text(run, name))
         task = slug(str(result.get("dataset") or "task"))
         paths[f"mteb:{name}"] = atomic_write_text(out / "mteb" / name / "no_revision_available" / f"{task}.json",
                                                   json.dumps(mteb_result(result), indent=2) + "\n")
