@@ -246,12 +246,16 @@ class O1Embedder(InputModule):
     def quantize_int8(self) -> O1Embedder:
         """Opt-in CPU mode: int8 dynamic quantisation of every linear layer (``torch.ao.quantization``).
 
-        Decoding on a CPU reads every weight once per step, so 4x smaller weights make thinking cheaper; the
-        embeddings change slightly (measured in ``benchmarks/query_encoding.py --int8``). Irreversible for this
-        module; its fingerprint changes, so thoughts and corpus embeddings are cached apart. Not for training.
+        Decoding on a CPU reads every weight once per step, so 4x smaller weights make thinking cheaper. Retrieval
+        quality can suffer badly: on the shipped default, all of Cranfield, nDCG@10 fell from 0.2612 to 0.1026
+        without thinking and from 0.2675 to 0.1328 thinking (``examples/ablate_thinking.py``); measure it on your
+        data before use. Irreversible for this module; its fingerprint changes, so thoughts and corpus embeddings
+        are cached apart. Not for training.
         """
         if self.model.device.type != "cpu":
             raise ValueError("int8 dynamic quantisation runs on the CPU only")
+        self._warn_once("int8", "o1-embedder: int8 dynamic quantisation can cost much retrieval quality (the shipped "
+                                "default lost over half its Cranfield nDCG@10); measure it on your data")
         from torch.ao.quantization import quantize_dynamic
 
         self.model = quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
