@@ -58,3 +58,14 @@ def looks_like_path(name: str) -> bool:
     """Whether a model name is meant as a local path (absolute, relative with ``.``, or more than one ``/``),
     rather than a hub id such as ``org/model``: a missing path then gets a clear error, not a hub lookup."""
     return os.path.isabs(name) or name.startswith(".") or name.count("/") > 1
+
+
+def check_creatable(path: str | os.PathLike, what: str) -> None:
+    """Refuse a path below a file: the nearest existing folder above ``path`` (or ``path`` itself) must be a folder,
+    so the file or folder can be made there; checked before any work, not when the output is written."""
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if parent != path and not parent.is_dir():
+                raise ValueError(f"{what} {path}: {parent} is a file, so nothing can be written below it")
+            return

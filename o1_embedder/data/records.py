@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write
+from ..files import atomic_write, check_creatable
 from .beir import BeirDataset, BeirFormatError, document_text, load_beir, resolve_beir_path, unencodable
 from .jsonl import MAX_PROBLEMS, Problems, json_lines
 
@@ -420,11 +420,7 @@ def check_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike |
                              f"choose another output file")
     if output.is_dir():
         raise ValueError(f"{output} is a folder; the output must be a file (e.g. {output / 'out.jsonl'})")
-    for parent in output.parents:  # the nearest existing folder above it: the file can be made there
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{output}: {parent} is a file, so the output cannot be written below it")
-            break
+    check_creatable(output, "output")
 
 
 def _lock(handle, path: Path) -> None:

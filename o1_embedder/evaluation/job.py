@@ -95,15 +95,6 @@ def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for a, b in pairs if a in names and b in names]
 
 
-def _check_folder_location(path: Path, option: str) -> None:
-    """A folder can be made at ``path``: it is one, or its nearest existing ancestor is a folder."""
-    for parent in (path, *path.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{option} {path}: {parent} is a file, so the folder cannot be made there")
-            return
-
-
 def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, settings: EvalSettings,
              log=print) -> dict[str, Any]:
     """Run the comparison and write the report. Returns ``{"results", "paths", "subset"}``.
@@ -117,13 +108,16 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
     from o1_embedder.model.loading import DEFAULT_MODEL_NAME, default_model, load_model
 
     from o1_embedder.evaluation.retrieval import slug
+    from o1_embedder.files import check_creatable
 
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output {output_dir} is a file; the report is a folder (results.json, .md, .png)")
-    _check_folder_location(output_dir, "--output")
+    check_creatable(output_dir, "--output")
     if settings.cache_dir:
-        _check_folder_location(Path(settings.cache_dir), "--cache-dir")
+        if Path(settings.cache_dir).is_file():
+            raise ValueError(f"--cache-dir {settings.cache_dir} is a file; the cache is a folder")
+        check_creatable(settings.cache_dir, "--cache-dir")
     slugs: dict[str, str] = {}
     for name in settings.compare:
         if not isinstance(name, str) or not name.strip():
