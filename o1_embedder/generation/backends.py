@@ -36,6 +36,7 @@ __all__ = [
     "GenerationBackend",
     "GenerationRequest",
     "check_device",
+    "float_dtype",
     "synthesis_settings",
     "make_backend",
     "render_plain",
@@ -207,3 +208,13 @@ def check_device(device: str | None) -> None:
     backend = getattr(torch, kind, None) if kind != "cpu" else None
     if kind != "cpu" and not (backend is not None and hasattr(backend, "is_available") and backend.is_available()):
         raise ValueError(f"device {device!r}: this torch build or machine has no {kind} device")
+
+
+def float_dtype(name: Any):
+    """The floating-point torch dtype a name gives (``float32``, ``float16``, ``bfloat16`` ...), else ValueError."""
+    import torch
+
+    value = getattr(torch, name, None) if isinstance(name, str) else None
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"dtype must name a floating-point torch dtype such as 'float32', got {name!r}")
+    return value

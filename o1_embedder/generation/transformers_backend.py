@@ -10,7 +10,7 @@ import torch
 
 from o1_embedder.generation.settings import row_seed
 from o1_embedder.generation.settings import GenerationSettings
-from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest, check_device
+from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest, check_device, float_dtype
 
 __all__ = ["TransformersBackend"]
 
@@ -154,8 +154,5 @@ def _dtype(dtype):
     if isinstance(dtype, str):
         if dtype == "auto":
             return "auto"
-        value = getattr(torch, dtype, None)
-        if not isinstance(value, torch.dtype) or not value.is_floating_point:
-            raise ValueError(f"dtype must be auto, float32, float16 or bfloat16, got {dtype!r}")
-        return value
+        return float_dtype(dtype)
     return dtype

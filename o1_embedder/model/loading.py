@@ -11,6 +11,7 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 
 from o1_embedder.files import looks_like_path, staging_dir
+from o1_embedder.generation.backends import float_dtype
 from o1_embedder.model.default import DEFAULT_BACKBONE_HUB_ID, DEFAULT_PROMPT_FORMAT, default_backbone_path
 from o1_embedder.model.module import CONFIG_FILE, QUERY_PROMPT, O1Embedder
 
@@ -239,13 +240,11 @@ def convert_checkpoint(source: str, target: str | os.PathLike, *, allow_missing_
     weights are loaded, saved and later loaded again in (``float32``, ``float16``, ``bfloat16``); the other
     ``settings`` are those of :class:`O1Embedder` (``num_thoughts``, ``generation``, ``max_document_tokens`` ...).
     """
-    import torch
     from transformers import AutoTokenizer
 
     from o1_embedder.model.formats import SPECIAL_TOKENS, SequenceBuilder
 
-    if not isinstance(getattr(torch, str(dtype), None), torch.dtype) or not getattr(torch, str(dtype)).is_floating_point:
-        raise ValueError(f"dtype must name a torch dtype (float32, float16, bfloat16), got {dtype!r}")
+    torch_dtype = float_dtype(str(dtype))
     check_model_target(target, force=force, inputs=(source,))
     tokenizer = AutoTokenizer.from_pretrained(source)
     vocab = tokenizer.get_vocab()
@@ -253,7 +252,7 @@ def convert_checkpoint(source: str, target: str | os.PathLike, *, allow_missing_
     if missing and not allow_missing_tokens:
         raise ValueError(f"{source}: tokenizer lacks the special token(s) {missing}; not an O1 Embedder checkpoint "
                          "(pass allow_missing_tokens=True / --allow-missing-tokens to add them untrained)")
-    model_kwargs = {**settings.pop("model_kwargs", {}), "dtype": getattr(torch, str(dtype))}
+    model_kwargs = {**settings.pop("model_kwargs", {}), "dtype": torch_dtype}
     model = build_model(source, model_kwargs=model_kwargs, **settings)
     module = model[0]
     rows = module.model.get_input_embeddings().weight.shape[0]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from sentence_transformers.base.modules import InputModule
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from o1_embedder.generation.backends import float_dtype
 from o1_embedder.generation.settings import GenerationSettings, row_seed
 from o1_embedder.model.encoding import decoder, embed_sequences, left_pad, position_ids, think_and_embed
 from o1_embedder.model.formats import PromptFormat, SequenceBuilder, validate_texts
@@ -595,12 +596,12 @@ class O1Embedder(InputModule):
             raise ValueError(f"{config_path}: unknown field(s) {sorted(unknown)}")
         config.pop("use_thought_cache", None)  # written by earlier versions; a runtime setting now
         dtype = config.pop("dtype", "float32")
-        if not isinstance(dtype, str) or not isinstance(getattr(torch, dtype, None), torch.dtype) \
-                or not getattr(torch, dtype).is_floating_point:
-            raise ValueError(f"{config_path}: field 'dtype' must name a floating-point torch dtype such as "
-                             f"'float32', got {dtype!r}")
+        try:
+            dtype = float_dtype(dtype)
+        except ValueError as err:
+            raise ValueError(f"{config_path}: field 'dtype': {err}") from None
         model_kwargs = dict(model_kwargs or {})
-        model_kwargs.setdefault("dtype", getattr(torch, dtype))
+        model_kwargs.setdefault("dtype", dtype)
         model = _load_weights(local, model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(local, **(processor_kwargs or {}))
         try:
