@@ -4,7 +4,8 @@
 
 Variants (each against the same model's no-think run, with a paired test over queries):
 thought length (32 / 64 / 128 new tokens, greedy), K and sampling (K=3 at temperature 0.1 and 0.7, top-p 0.9),
-document length (128 / 256 / 512 tokens, no think), int8 dynamic quantisation (greedy, 64 tokens) and the
+document length (128 / 256 / 512 tokens, no think), int8 dynamic quantisation (greedy, 64 tokens), bfloat16
+weights (no think; greedy 32 tokens with query weight 0.5) and the
 query's own embedding mixed in (``query_weight`` 0.5, greedy, 64 and 32 tokens). Every other variant uses
 ``query_weight`` 0 (the thoughts' embeddings only), whatever the model's saved setting.
 The corpus is embedded once per model and document length (cached under --out).
@@ -17,6 +18,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -37,12 +40,15 @@ VARIANTS = {
                         False),
     "no think, documents 128": (False, {**GREEDY, "max_new_tokens": 64}, 1, 128, False),
     "no think, documents 512": (False, {**GREEDY, "max_new_tokens": 64}, 1, 512, False),
-    "int8 no think": (False, {**GREEDY, "max_new_tokens": 64}, 1, 256, True),
-    "int8 think greedy 64": (True, {**GREEDY, "max_new_tokens": 64}, 1, 256, True),
+    "int8 no think": (False, {**GREEDY, "max_new_tokens": 64}, 1, 256, "int8"),
+    "int8 think greedy 64": (True, {**GREEDY, "max_new_tokens": 64}, 1, 256, "int8"),
     "think greedy 64, query weight 0.5": (True, {**GREEDY, "max_new_tokens": 64}, 1, 256, False),
     "think greedy 32, query weight 0.5": (True, {**GREEDY, "max_new_tokens": 32}, 1, 256, False),
+    "bfloat16 no think": (False, {**GREEDY, "max_new_tokens": 64}, 1, 256, "bfloat16"),
+    "bfloat16 think greedy 32, query weight 0.5": (True, {**GREEDY, "max_new_tokens": 32}, 1, 256, "bfloat16"),
 }
-QUERY_WEIGHT = {"think greedy 64, query weight 0.5": 0.5, "think greedy 32, query weight 0.5": 0.5}
+QUERY_WEIGHT = {"think greedy 64, query weight 0.5": 0.5, "think greedy 32, query weight 0.5": 0.5,
+                "bfloat16 think greedy 32, query weight 0.5": 0.5}
 
 
 def load(name: str):
@@ -62,17 +68,16 @@ def main(argv=None) -> int:
     data = resolve_dataset(args.dataset)
     out = Path(args.out)
     results = [evaluate_bm25(data)]
-    model, model_int8 = None, None
+    models = {}  # one loaded model per precision
     for name in args.variants:
-        think, generation, k, doc_tokens, int8 = VARIANTS[name]
-        if int8:
-            if model_int8 is None:
-                model_int8 = load(args.model)
-                model_int8[0].quantize_int8()
-            current = model_int8
-        else:
-            model = model or load(args.model)
-            current = model
+        think, generation, k, doc_tokens, precision = VARIANTS[name]
+        if precision not in models:
+            models[precision] = load(args.model)
+            if precision == "int8":
+                models[precision][0].quantize_int8()
+            elif precision:
+                models[precision].to(getattr(torch, precision))
+        current = models[precision]
         current[0].configure(num_thoughts=k, query_weight=QUERY_WEIGHT.get(name, 0.0), **generation)
         current.max_seq_length = doc_tokens
         started = time.perf_counter()

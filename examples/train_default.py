@@ -97,6 +97,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--thought-dropout", type=float, default=0.1)
     g.add_argument("--distillation-weight", type=float, default=0.0)
     g.add_argument("--save-steps", type=int, default=10)
+    g.add_argument("--bf16", action="store_true",
+                   help="mixed precision (bfloat16 products, float32 weights): about 2x faster training on CPUs "
+                        "with AMX or AVX512-BF16")
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-document-tokens", type=int, default=256)
     g.add_argument("--eval-thought-tokens", type=int, default=32,
@@ -118,7 +121,7 @@ STAGE_ARGS = {
     "vote": [],
     "train": ["thought_target", "batch_size", "mini_batch_size", "train_negatives", "passage_tokens",
               "learning_rate", "lora_r", "lora_alpha", "epochs", "temperature", "generation_weight",
-              "thought_dropout", "distillation_weight"],
+              "thought_dropout", "distillation_weight", "bf16"],
     "eval": [],
 }
 
@@ -417,7 +420,7 @@ def stage_train(out: Path, args) -> None:
         contrastive_weight=1.0 - args.generation_weight, distillation_weight=args.distillation_weight,
         thought_dropout=args.thought_dropout, max_passage_tokens=args.passage_tokens,
         max_thought_tokens=args.thought_tokens, seed=args.seed, logging_steps=1, warmup_ratio=0.05,
-        save_steps=args.save_steps, resume=True,
+        save_steps=args.save_steps, resume=True, bf16=args.bf16,
     )
     result = train(config)
     history = [h for h in result.log_history if "contrastive" in h]

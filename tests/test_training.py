@@ -268,3 +268,32 @@ def test_non_finite_loss_stops_training_without_saving(tiny_backbone, tmp_path):
     with pytest.raises(NonFiniteLossError, match="at step 2"):
         train(config)
     assert not (tmp_path / "out" / "modules.json").exists()
+
+
+def test_bf16_is_mixed_precision_and_saves_float32(tiny_backbone, tmp_path, monkeypatch):
+    """``bf16``: the trainer's autocast runs the projections in bfloat16 while weights (LoRA, special-token rows,
+    optimizer state) stay float32, and the saved model is float32 like its start."""
+    seen = set()
+    linear_forward = torch.nn.Linear.forward
+
+    def recording_forward(self, x):
+        out = linear_forward(self, x)
+        if torch.is_grad_enabled():
+            seen.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", recording_forward)
+    data = write_jsonl(tmp_path / "train.jsonl", make_records(8))
+    start = build_model(str(tiny_backbone), max_query_tokens=16, max_document_tokens=24,
+                        generation={"max_new_tokens": 8})
+    save_model(start, tmp_path / "start")
+    result = train(TrainConfig(data=str(data), output=str(tmp_path / "out"), model=str(tmp_path / "start"),
+                               lora_r=4, lora_alpha=8, max_steps=2, batch_size=4, num_negatives=1, bf16=True,
+                               learning_rate=1e-3, logging_steps=1, seed=0))
+    assert torch.bfloat16 in seen
+    trained = load_model(str(result.path))
+    assert trained[0].dtype == "float32"
+    assert {p.dtype for p in trained.parameters()} == {torch.float32}
+    emb_id = start[0].builder.emb_id
+    assert not torch.equal(trained[0].model.get_input_embeddings().weight[emb_id],
+                           start[0].model.get_input_embeddings().weight[emb_id])  # updates not rounded away
