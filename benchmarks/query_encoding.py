@@ -1,6 +1,6 @@
 """Query-encoding benchmark on the embedded default (SmolLM2-135M-Instruct), all ratios from one run.
 
-    python benchmarks/query_encoding.py [--queries 64] [--max-new-tokens 32] [--batch-size 64] [--docs 256] [--int8]
+    python benchmarks/query_encoding.py [--queries 64] [--max-new-tokens 32] [--batch-size 64] [--docs 256] [--int8] [--bf16]
 
 0. the cost of thinking at the main job's settings (greedy, K=1, 32 new tokens): seconds per query with and
    without thinking, their ratio next to the FLOP-based floor for the same token counts (a thinking query
@@ -12,13 +12,15 @@
 3. K=3 sampled thoughts vs K=1;
 4. document throughput vs a plain Sentence-Transformers ``Transformer`` + ``Pooling("lasttoken")`` model on the
    same backbone and batch size;
-5. with ``--int8``: the same think / no-think times with int8 dynamic quantisation of the linear layers, and
-   how far its query embeddings move (cosine to the float ones).
+5. with ``--int8``: the same think / no-think / document times with int8 dynamic quantisation of the linear
+   layers, and how far its query embeddings move (cosine to the float ones);
+6. with ``--bf16``: the same with the weights in bfloat16 (fast on CPUs with AMX or AVX512-BF16).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -127,25 +129,25 @@ def thinking_cost(model, queries, bs):
     ]
 
 
-def int8_rows(model, queries, bs):
-    """Section 5: int8 dynamic quantisation, same queries, float vs int8 (the float numbers are re-measured)."""
-    module = model[0]
-    module.configure(num_thoughts=1, do_sample=False)
-    float_think = model.encode_query(queries, batch_size=bs, convert_to_tensor=True)
-    _, t_float = timed(lambda: model.encode_query(queries, batch_size=bs))
-    _, t_float_plain = timed(lambda: model.encode_query(queries, batch_size=bs, think=False))
-    module.quantize_int8()
-    int8_think = model.encode_query(queries, batch_size=bs, convert_to_tensor=True)
-    _, t_int8 = timed(lambda: model.encode_query(queries, batch_size=bs))
-    _, t_int8_plain = timed(lambda: model.encode_query(queries, batch_size=bs, think=False))
-    cos = torch.nn.functional.cosine_similarity(float_think, int8_think)
-    return [
-        ("int8 vs float, thinking (speed-up float/int8)", t_float / t_int8,
-         f"{t_float / len(queries):.3f}s vs {t_int8 / len(queries):.3f}s per query; query-embedding cosine "
-         f"float vs int8: mean {cos.mean():.3f}, min {cos.min():.3f}"),
-        ("int8 vs float, no thinking (speed-up float/int8)", t_float_plain / t_int8_plain,
-         f"{t_float_plain / len(queries):.3f}s vs {t_int8_plain / len(queries):.3f}s per query"),
-    ]
+def converted_rows(model, queries, docs, bs, name, convert):
+    """Sections 5 and 6: float32 vs a converted copy (int8 or bfloat16), same queries; float32 re-measured."""
+    model[0].configure(num_thoughts=1, do_sample=False)
+    other = copy.deepcopy(model)
+    convert(other[0])
+    rows = []
+    for label, kwargs, texts in (("thinking", {"think": True}, queries), ("no thinking", {"think": False}, queries),
+                                 ("documents", None, docs)):
+        def run(m, kwargs=kwargs, texts=texts):
+            if kwargs is None:
+                return m.encode_document(texts, batch_size=bs, convert_to_tensor=True)
+            return m.encode_query(texts, batch_size=bs, convert_to_tensor=True, **kwargs)
+
+        (a, b), (t_a, t_b) = alternated(lambda: run(model), lambda: run(other))
+        cos = torch.nn.functional.cosine_similarity(a.float(), b.float())
+        rows.append((f"{name} vs float32, {label} (speed-up float32/{name})", t_a / t_b,
+                     f"{t_a / len(texts):.4f}s vs {t_b / len(texts):.4f}s per text (2 runs each); embedding cosine "
+                     f"mean {cos.mean():.4f}, min {cos.min():.4f}"))
+    return rows
 
 
 def _ids(module):
@@ -160,6 +162,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="queries encoded together, as the eval job does")
     parser.add_argument("--docs", type=int, default=256)
     parser.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantisation (section 5)")
+    parser.add_argument("--bf16", action="store_true", help="also measure bfloat16 weights (section 6)")
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -226,7 +229,9 @@ def main(argv=None) -> int:
     report(("documents: o1-embedder vs Transformer+Pooling(lasttoken) (throughput ratio)", t_plain / t_doc,
             f"{len(docs) / t_doc:.1f} vs {len(docs) / t_plain:.1f} docs/s"))
     if args.int8:
-        report(*int8_rows(model, queries, bs))
+        report(*converted_rows(model, queries, docs, bs, "int8", lambda m: m.quantize_int8()))
+    if args.bf16:
+        report(*converted_rows(model, queries, docs, bs, "bfloat16", lambda m: m.to(torch.bfloat16)))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Training-step benchmark: the shared single pass vs separate passes, time per step and peak memory.
 
-    python benchmarks/train_step.py [--batch-size 4] [--negatives 3] [--steps 3] [--tiny]
+    python benchmarks/train_step.py [--batch-size 4] [--negatives 3] [--steps 3] [--tiny] [--bf16]
 
 * shared (this library): each query+thought sequence is encoded once; its ``<emb>`` state is the query
   embedding and the LM head runs only at the thought positions;
@@ -10,7 +10,8 @@
 Both variants run the same batches (embedded default SmolLM2-135M unless ``--tiny``) with full
 fine-tuning and SGD, each in its own child process so peak memory (RSS on CPU, allocator peak on CUDA) is
 its own (on the CPU: RSS sampled during the steps, above the RSS before them). Printed as ratios
-separate/shared.
+separate/shared. With ``--bf16`` the shared step also runs under bfloat16 autocast (what ``TrainConfig(bf16=True)``
+/ ``--bf16`` does: float32 weights, bfloat16 products), printed as the ratio float32/bfloat16.
 """
 
 from __future__ import annotations
@@ -112,19 +113,21 @@ def _separate_loss(model, batch):
     logits = lm(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits  # every position
     generation = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
     q = F.normalize(last_hidden(lm, ids, mask).float(), dim=-1)  # second pass for the embedding
-    pos = model({"input_ids": batch["positive_input_ids"], "attention_mask": batch["positive_attention_mask"]})
-    neg = model({"input_ids": batch["negative_input_ids"], "attention_mask": batch["negative_attention_mask"]})
-    docs = torch.cat([pos["sentence_embedding"], neg["sentence_embedding"]])
+    docs = torch.cat([model(group)["sentence_embedding"] for group in _feature_groups(batch)[1:]])
     contrastive = F.cross_entropy(q @ docs.T / weights.temperature, torch.arange(q.shape[0]))
     return weights.contrastive_weight * contrastive + weights.generation_weight * generation
+
+
+def _feature_groups(batch):
+    """The collated batch split by column prefix (query, positive, negative_1, ...), as the trainer splits it."""
+    prefixes = [k[:-len("input_ids")] for k in batch if k.endswith("_input_ids")]
+    return [{k[len(p):]: v for k, v in batch.items() if k.startswith(p)} for p in prefixes]
 
 
 def _shared_loss(model, batch):
     from o1_embedder.training.loss import JointLoss
 
-    features = [{k[len(p):]: v for k, v in batch.items() if k.startswith(p)}
-                for p in ("query_", "positive_", "negative_")]
-    return sum(JointLoss(model)(features).values())
+    return sum(JointLoss(model)(_feature_groups(batch)).values())
 
 
 def _child(variant: str, args, queue) -> None:
@@ -135,12 +138,14 @@ def _child(variant: str, args, queue) -> None:
     model.train()
     batch = _batch(model[0], args.batch_size, args.negatives)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
-    step = _shared_loss if variant == "shared" else _separate_loss
+    step = _separate_loss if variant == "separate" else _shared_loss
     cuda = torch.cuda.is_available()
+    precision = torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=variant == "shared-bf16")
 
     def one_step():
         optimizer.zero_grad(set_to_none=True)
-        loss = step(model, batch)
+        with precision:
+            loss = step(model, batch)
         loss.backward()
         optimizer.step()
         return loss.item()
@@ -161,10 +166,11 @@ def main(argv=None) -> int:
     parser.add_argument("--negatives", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="a tiny random model (smoke test)")
+    parser.add_argument("--bf16", action="store_true", help="also time the shared step under bfloat16 autocast")
     args = parser.parse_args(argv)
     ctx = mp.get_context("spawn")
     results = {}
-    for variant in ("shared", "separate"):
+    for variant in ("shared", "separate") + (("shared-bf16",) if args.bf16 else ()):
         queue = ctx.Queue()
         proc = ctx.Process(target=_child, args=(variant, args, queue))
         proc.start()
@@ -178,6 +184,13 @@ def main(argv=None) -> int:
     print(f"| peak memory above model (MB) | {s['peak_mb']:.0f} | {r['peak_mb']:.0f} | "
           f"{(r['peak_mb'] / s['peak_mb']) if s['peak_mb'] else float('nan'):.2f} |")
     print(f"| loss | {s['loss']:.4f} | {r['loss']:.4f} | |")
+    if args.bf16:
+        b = results["shared-bf16"]
+        print("\n| shared step | float32 | bfloat16 autocast | ratio float32/bfloat16 |\n|---|---:|---:|---:|")
+        print(f"| seconds per step | {s['seconds']:.2f} | {b['seconds']:.2f} | {s['seconds'] / b['seconds']:.2f} |")
+        print(f"| peak memory above model (MB) | {s['peak_mb']:.0f} | {b['peak_mb']:.0f} | "
+              f"{(s['peak_mb'] / b['peak_mb']) if b['peak_mb'] else float('nan'):.2f} |")
+        print(f"| loss | {s['loss']:.4f} | {b['loss']:.4f} | |")
     return 0
 
 

@@ -82,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--synth-temperature", type=float, default=0.7)
     g.add_argument("--few-shot", type=int, default=1)
     g.add_argument("--synth-batch-size", type=int, default=48)
+    g.add_argument("--synth-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="the writing model's weights (bfloat16: about 3x faster on CPUs with AMX or AVX512-BF16)")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--mini-batch-size", type=int, default=0,
@@ -117,7 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 STAGE_ARGS = {
     "records": ["seed", "query_source", "records", "dev_passages", "dev_queries"],
     "mine": ["negatives"],
-    "synth": ["candidates", "thought_tokens", "synth_temperature", "few_shot"],
+    "synth": ["candidates", "thought_tokens", "synth_temperature", "few_shot", "synth_dtype"],
     "vote": [],
     "train": ["thought_target", "batch_size", "mini_batch_size", "train_negatives", "passage_tokens",
               "learning_rate", "lora_r", "lora_alpha", "epochs", "temperature", "generation_weight",
@@ -321,7 +323,7 @@ def stage_synth(out: Path, args) -> None:
 
     records = RecordFile(out / "mined.jsonl", Stage.MINED)
     backend = TransformersBackend(str(default_backbone_path()), batch_size=args.synth_batch_size,
-                                  settings=GenerationSettings(max_new_tokens=args.thought_tokens,
+                                  dtype=args.synth_dtype, settings=GenerationSettings(max_new_tokens=args.thought_tokens,
                                                           temperature=args.synth_temperature, top_p=0.9))
     prompt = ExplorationPrompt(num_examples=args.few_shot, max_example_chars=300)
     with backend:

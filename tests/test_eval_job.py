@@ -73,3 +73,17 @@ def test_convert_refuses_plain_backbone(tiny_backbone, tmp_path, capsys):
     assert main(["convert", str(tiny_backbone), str(tmp_path / "x")]) == 2
     assert "lacks the special token" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_eval_dtype_runs_the_models_in_that_type(saved_tiny, tmp_path):
+    from o1_embedder.evaluation.job import EvalSettings, run_eval
+
+    with pytest.raises(ValueError, match="floating-point"):
+        EvalSettings(dtype="int8")
+    common = dict(model=saved_tiny, compare=[], bm25=False, max_queries=3, max_docs=30, max_document_tokens=16,
+                  cache_dir=str(tmp_path / "emb"))
+    runs = {dtype: run_eval("cranfield", tmp_path / str(dtype), EvalSettings(dtype=dtype, **common),
+                            log=lambda *a: None) for dtype in ("bfloat16", None)}
+    assert [r["dtype"] for r in runs["bfloat16"]["results"]] == ["bfloat16", "bfloat16"]
+    assert [r["dtype"] for r in runs[None]["results"]] == ["float32", "float32"]
+    assert runs[None]["results"][0]["corpus_cache_hit"] is False  # the bfloat16 corpus is cached apart

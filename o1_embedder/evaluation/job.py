@@ -66,6 +66,8 @@ class EvalSettings:
     query_weight: float | None = _opt(None, "weight of the query's own embedding in a thinking query's embedding, "
                                             "0-1 (default: the model's setting)")
     max_document_tokens: int | None = _opt(None, "truncate documents to this many tokens")
+    dtype: str | None = _opt(None, "the o1-embedder models' weights in this floating-point type, e.g. bfloat16 "
+                                   "(about 3x faster on CPUs with AMX or AVX512-BF16; default: as saved)")
     cache_dir: str | None = _opt(None, "corpus-embedding cache (default: ~/.cache/o1_embedder/embeddings)")
 
     def __post_init__(self) -> None:
@@ -76,9 +78,17 @@ class EvalSettings:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.query_weight is not None and not 0 <= self.query_weight <= 1:
             raise ValueError(f"query_weight must be between 0 and 1, got {self.query_weight}")
+        if self.dtype is not None:
+            from o1_embedder.generation.backends import float_dtype
+
+            float_dtype(self.dtype)
 
 
 def _configure(model, settings: EvalSettings) -> None:
+    if settings.dtype is not None:
+        from o1_embedder.generation.backends import float_dtype
+
+        model.to(float_dtype(settings.dtype))
     model[0].apply_overrides(num_thoughts=settings.num_thoughts, max_new_tokens=settings.max_new_tokens,
                              greedy=settings.greedy, query_weight=settings.query_weight)
     if settings.max_document_tokens is not None:
@@ -153,6 +163,7 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
         log(f"{label_prefix}: {settings.model if label_prefix == 'o1-embedder' else 'untrained default'}; thoughts "
             f"per query K={module.num_thoughts if gen.do_sample else 1}, {decoding}, <= {gen.max_new_tokens} new "
             f"tokens; query weight {module.query_weight:g}; documents <= {module.max_document_tokens} tokens; "
+            f"weights {module.dtype}; "
             f"thought cache: "
             f"{module.thought_cache.path if module.thought_cache is not None else 'off'}")
         for think in (True, False):

@@ -222,7 +222,7 @@ def evaluate_dense(model, dataset: BeirDataset, *, name: str, query_kwargs: dict
 
     Returns ``name``, ``dataset``, ``num_queries``, ``num_docs``, ``metrics`` (see
     :func:`~o1_embedder.evaluation.metrics.evaluate_run`), ``seconds_corpus`` (≈0 on a cache hit),
-    ``corpus_cache_hit``, ``seconds_queries``, ``seconds_per_query``, and when the model's first module
+    ``corpus_cache_hit``, ``seconds_queries``, ``seconds_per_query``, ``dtype`` (the weights' type), and when the model's first module
     keeps ``stats`` (o1-embedder), ``generated_tokens_per_query`` and ``query_stats`` (the deltas).
     """
     query_kwargs = dict(query_kwargs or {})
@@ -269,6 +269,7 @@ def evaluate_dense(model, dataset: BeirDataset, *, name: str, query_kwargs: dict
         "query_kwargs": {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
                          for k, v in query_kwargs.items()},
         "top_k": top_k,
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
     }
     if before is not None and after is not None:
         delta = {k: after[k] - before.get(k, 0) for k in after}
