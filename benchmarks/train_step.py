@@ -135,6 +135,7 @@ def _child(variant: str, args, queue) -> None:
 
     torch.manual_seed(0)
     model = _model(args.tiny)
+    model.requires_grad_(True)  # full fine-tuning (the trained default's merged weights come frozen)
     model.train()
     batch = _batch(model[0], args.batch_size, args.negatives)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)

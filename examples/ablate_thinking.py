@@ -51,6 +51,17 @@ QUERY_WEIGHT = {"think greedy 64, query weight 0.5": 0.5, "think greedy 32, quer
                 "bfloat16 think greedy 32, query weight 0.5": 0.5}
 
 
+def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """Each variant against the no-think run of its own precision (int8 vs int8 no think ...), no think vs BM25."""
+    pairs = []
+    for name in names:
+        precision = next((p for p in ("int8", "bfloat16") if name.startswith(p + " ")), "")
+        baseline = f"{precision} no think".strip()
+        if name not in (baseline, "BM25"):
+            pairs.append((name, baseline))
+    return pairs + [(n, "BM25") for n in names if n.endswith("no think")]
+
+
 def load(name: str):
     if name == "untrained":
         return default_model(trained=False)
@@ -86,9 +97,8 @@ def main(argv=None) -> int:
         results.append(result)
         print(f"{name}: nDCG@10={result['metrics']['ndcg@10']:.4f} ({time.perf_counter() - started:.0f}s, "
               f"{result['seconds_per_query']:.3f}s/query)", flush=True)
-        pairs = [(r["name"], "no think") for r in results if r["name"] not in ("no think", "BM25")]
-        pairs += [("no think", "BM25")]
-        write_report(results, out, f"{data.name}: {args.model}", comparisons=paired_comparisons(results, pairs))
+        write_report(results, out, f"{data.name}: {args.model}",
+                     comparisons=paired_comparisons(results, comparison_pairs([r["name"] for r in results])))
     print((out / "results.md").read_text())
     return 0
 

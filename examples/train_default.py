@@ -83,7 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--few-shot", type=int, default=1)
     g.add_argument("--synth-batch-size", type=int, default=48)
     g.add_argument("--synth-dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="the writing model's weights (bfloat16: about 3x faster on CPUs with AMX or AVX512-BF16)")
+                   help="the writing model's weights (bfloat16: faster on CPUs with AMX or AVX512-BF16; "
+                        "thinking queries 1.7x in benchmarks/query_encoding.py --bf16)")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--mini-batch-size", type=int, default=0,
@@ -100,8 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--distillation-weight", type=float, default=0.0)
     g.add_argument("--save-steps", type=int, default=10)
     g.add_argument("--bf16", action="store_true",
-                   help="mixed precision (bfloat16 products, float32 weights): about 2x faster training on CPUs "
-                        "with AMX or AVX512-BF16")
+                   help="mixed precision (bfloat16 products, float32 weights): faster training on CPUs with AMX or "
+                        "AVX512-BF16 (1.4x per step in benchmarks/train_step.py --bf16)")
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-document-tokens", type=int, default=256)
     g.add_argument("--eval-thought-tokens", type=int, default=32,
@@ -322,9 +323,9 @@ def stage_synth(out: Path, args) -> None:
     from o1_embedder.model.default import default_backbone_path
 
     records = RecordFile(out / "mined.jsonl", Stage.MINED)
+    settings = GenerationSettings(max_new_tokens=args.thought_tokens, temperature=args.synth_temperature, top_p=0.9)
     backend = TransformersBackend(str(default_backbone_path()), batch_size=args.synth_batch_size,
-                                  dtype=args.synth_dtype, settings=GenerationSettings(max_new_tokens=args.thought_tokens,
-                                                          temperature=args.synth_temperature, top_p=0.9))
+                                  dtype=args.synth_dtype, settings=settings)
     prompt = ExplorationPrompt(num_examples=args.few_shot, max_example_chars=300)
     with backend:
         report = synthesize(records, backend, out / "candidates.jsonl", num_candidates=args.candidates,

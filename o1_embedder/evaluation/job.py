@@ -67,7 +67,7 @@ class EvalSettings:
                                             "0-1 (default: the model's setting)")
     max_document_tokens: int | None = _opt(None, "truncate documents to this many tokens")
     dtype: str | None = _opt(None, "the o1-embedder models' weights in this floating-point type, e.g. bfloat16 "
-                                   "(about 3x faster on CPUs with AMX or AVX512-BF16; default: as saved)")
+                                   "(1.7-2.4x faster on CPUs with AMX or AVX512-BF16; default: as saved)")
     cache_dir: str | None = _opt(None, "corpus-embedding cache (default: ~/.cache/o1_embedder/embeddings)")
 
     def __post_init__(self) -> None:

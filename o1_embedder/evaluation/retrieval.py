@@ -222,8 +222,9 @@ def evaluate_dense(model, dataset: BeirDataset, *, name: str, query_kwargs: dict
 
     Returns ``name``, ``dataset``, ``num_queries``, ``num_docs``, ``metrics`` (see
     :func:`~o1_embedder.evaluation.metrics.evaluate_run`), ``seconds_corpus`` (≈0 on a cache hit),
-    ``corpus_cache_hit``, ``seconds_queries``, ``seconds_per_query``, ``dtype`` (the weights' type), and when the model's first module
-    keeps ``stats`` (o1-embedder), ``generated_tokens_per_query`` and ``query_stats`` (the deltas).
+    ``corpus_cache_hit``, ``seconds_queries``, ``seconds_per_query``, ``dtype`` (the weights' type), and when
+    the model's first module keeps ``stats`` (o1-embedder), ``generated_tokens_per_query`` and ``query_stats``
+    (the deltas).
     """
     query_kwargs = dict(query_kwargs or {})
     doc_ids = sorted(dataset.corpus)  # canonical order: the cache key sorts by id too
