@@ -270,7 +270,7 @@ def evaluate_dense(model, dataset: BeirDataset, *, name: str, query_kwargs: dict
         "query_kwargs": {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
                          for k, v in query_kwargs.items()},
         "top_k": top_k,
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "dtype": weights_dtype(model),
     }
     if before is not None and after is not None:
         delta = {k: after[k] - before.get(k, 0) for k in after}
@@ -278,6 +278,14 @@ def evaluate_dense(model, dataset: BeirDataset, *, name: str, query_kwargs: dict
         if "generated_tokens" in delta:
             result["generated_tokens_per_query"] = delta["generated_tokens"] / max(len(query_ids), 1)
     return result
+
+
+def weights_dtype(model) -> str | None:
+    """The floating-point type of a model's first weight (``float32``, ``bfloat16`` ...); None for an object
+    that only has ``encode`` methods."""
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return str(first.dtype).replace("torch.", "") if first is not None else None
 
 
 def evaluate_bm25(dataset: BeirDataset, *, name: str = "BM25", top_k: int = 100) -> dict[str, Any]:
