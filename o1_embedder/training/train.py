@@ -58,8 +58,8 @@ class TrainConfig:
     max_passage_tokens: int | None = _opt(None, "truncate passages in training only (the saved model keeps its own)")
     max_thought_tokens: int | None = _opt(None, "truncate thoughts in training (default: the model's max_new_tokens)")
     bf16: bool = _opt(False, "mixed precision: bfloat16 matrix products, float32 weights and optimizer state "
-                             "(faster on CPUs with AMX or AVX512-BF16: 1.4x per step in benchmarks/train_step.py --bf16; "
-                             "the saved model stays float32)")
+                             "(faster on CPUs with AMX or AVX512-BF16: 1.4x per step in "
+                             "benchmarks/train_step.py --bf16; the saved model stays float32)")
     gradient_checkpointing: bool = _opt(False, "recompute activations in the backward pass (less memory)")
     seed: int = _opt(42, "seed of LoRA initialisation, data order, negatives and thought dropout")
     logging_steps: int = _opt(10, "log every N steps")
