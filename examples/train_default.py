@@ -99,6 +99,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--generation-weight", type=float, default=0.2)
     g.add_argument("--thought-dropout", type=float, default=0.1)
     g.add_argument("--distillation-weight", type=float, default=0.0)
+    g.add_argument("--train-seed", type=int,
+                   help="training seed (LoRA initialisation, batch order, thought dropout) when it should differ "
+                        "from --seed: a second training run on the same data (default: --seed)")
     g.add_argument("--save-steps", type=int, default=10)
     g.add_argument("--bf16", action="store_true",
                    help="mixed precision (bfloat16 products, float32 weights): faster training on CPUs with AMX or "
@@ -124,7 +127,7 @@ STAGE_ARGS = {
     "vote": [],
     "train": ["thought_target", "batch_size", "mini_batch_size", "train_negatives", "passage_tokens",
               "learning_rate", "lora_r", "lora_alpha", "epochs", "temperature", "generation_weight",
-              "thought_dropout", "distillation_weight", "bf16"],
+              "thought_dropout", "distillation_weight", "bf16", "train_seed"],
     "eval": [],
 }
 
@@ -422,7 +425,8 @@ def stage_train(out: Path, args) -> None:
         temperature=args.temperature, generation_weight=args.generation_weight,
         contrastive_weight=1.0 - args.generation_weight, distillation_weight=args.distillation_weight,
         thought_dropout=args.thought_dropout, max_passage_tokens=args.passage_tokens,
-        max_thought_tokens=args.thought_tokens, seed=args.seed, logging_steps=1, warmup_ratio=0.05,
+        max_thought_tokens=args.thought_tokens, seed=args.seed if args.train_seed is None else args.train_seed,
+        logging_steps=1, warmup_ratio=0.05,
         save_steps=args.save_steps, resume=True, bf16=args.bf16,
     )
     result = train(config)
