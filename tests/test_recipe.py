@@ -48,3 +48,18 @@ def test_thought_targets(recipe, tmp_path):
     none = made("none")
     assert all("thought" not in r and "candidates" not in r for r in none) and len(none) == 3
     assert [r["query_id"] for r in none] == ["q1", "q2", "q3"]
+
+
+def test_train_seed(recipe, tmp_path, monkeypatch):
+    seeds = []
+    monkeypatch.setattr("o1_embedder.training.train",
+                        lambda config: seeds.append(config.seed) or Namespace(log_history=[]))
+    monkeypatch.setattr(recipe, "base_model_dir", lambda out, args: tmp_path / "base-model")
+    (tmp_path / "train.jsonl").write_text("")
+    for argv in ([], ["--seed", "3"], ["--seed", "3", "--train-seed", "1"]):
+        recipe.stage_train(tmp_path, recipe.parse_args(["--out", str(tmp_path), *argv]))
+    assert seeds == [0, 3, 1]
+
+    recipe.check_settings(tmp_path, recipe.parse_args(["--out", str(tmp_path)]), "train")
+    with pytest.raises(SystemExit, match="--train-seed: None -> 1"):
+        recipe.check_settings(tmp_path, recipe.parse_args(["--out", str(tmp_path), "--train-seed", "1"]), "train")
