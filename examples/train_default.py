@@ -69,7 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reuse", help="start from the data stages of another run folder, restricted to its first "
                                    "--records records (for ablations of training settings on the same data)")
     g = p.add_argument_group("data")
-    g.add_argument("--seed", type=int, default=0, help="split, query choice, synthesis and training seed")
+    g.add_argument("--seed", type=int, default=0,
+                   help="split, query choice, synthesis and (unless --train-seed) training seed")
     g.add_argument("--query-source", choices=QUERY_SOURCES, default="mix")
     g.add_argument("--records", type=int, default=2600, help="training records (one query per passage)")
     g.add_argument("--dev-passages", type=int, default=1000, help="held-out passages of the dev collection")
