@@ -524,7 +524,12 @@ def model_card(out: Path, args, gguf_sha256: str) -> str:
     import transformers
 
     settings = json.loads((out / "recipe.json").read_text())
-    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
+    def read_timings(folder: Path) -> dict:
+        return json.loads((folder / "timings.json").read_text()) if (folder / "timings.json").exists() else {}
+
+    timings = read_timings(out)
+    if settings.get("reused_from"):  # the data stages ran in the folder this one reused
+        timings = {**read_timings(Path(settings["reused_from"])), **timings}
     trained_with = json.loads((out / "model" / "training_config.json").read_text())
     trained_with = {k: v for k, v in trained_with.items()
                     if k not in ("data", "output", "model", "adapter_output", "eval_data", "resume", "force")}
@@ -533,9 +538,10 @@ def model_card(out: Path, args, gguf_sha256: str) -> str:
         md = out / "eval" / key / "results.md"
         if md.exists():
             scores.append(md.read_text(encoding="utf-8").replace("# ", "### ", 1))
-    command = "python examples/train_default.py --out DIR " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in settings.items()
-        if v != parse_args(["--out", "x"]).__dict__.get(k))
+    defaults = parse_args(["--out", "x"]).__dict__
+    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in settings.items()
+             if k in defaults and v != defaults[k]]
+    command = " ".join(["python examples/train_default.py --out DIR", *flags])
     return "\n".join([
         "# o1-embedder trained default (LoRA adapter on SmolLM2-135M-Instruct)",
         "",
