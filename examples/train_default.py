@@ -95,7 +95,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--learning-rate", type=float, default=2e-4)
     g.add_argument("--lora-r", type=int, default=16)
     g.add_argument("--lora-alpha", type=int, default=32)
-    g.add_argument("--epochs", type=float, default=0.5)
+    g.add_argument("--epochs", type=float, default=1.0)
     g.add_argument("--temperature", type=float, default=0.02)
     g.add_argument("--generation-weight", type=float, default=0.2)
     g.add_argument("--thought-dropout", type=float, default=0.1)

@@ -72,13 +72,13 @@ def test_model_card_of_reused_folder(recipe, tmp_path):
     source.mkdir()
     (source / "timings.json").write_text(json.dumps({"mine": 300.0, "synth": 2800.0, "vote": 700.0}))
     (out / "timings.json").write_text(json.dumps({"train": 5100.0}))
-    (out / "recipe.json").write_text(json.dumps({"seed": 0, "epochs": 1.0, "bf16": True, "synth_dtype": "bfloat16",
+    (out / "recipe.json").write_text(json.dumps({"seed": 0, "epochs": 0.5, "bf16": True, "synth_dtype": "bfloat16",
                                                  "records": 2600, "train_seed": None,
                                                  "reused_from": str(source)}))
     (out / "model" / "training_config.json").write_text(json.dumps({"epochs": 1.0, "output": "x"}))
     card = recipe.model_card(out, recipe.parse_args(["--out", str(out)]), "0" * 64)
     command = next(line for line in card.splitlines() if line.startswith("python examples/train_default.py"))
-    assert command == "python examples/train_default.py --out DIR --epochs 1.0 --bf16 --synth-dtype bfloat16"
+    assert command == "python examples/train_default.py --out DIR --epochs 0.5 --bf16 --synth-dtype bfloat16"
     recipe.parse_args(command.split()[2:])  # the card's command is one the recipe accepts
     times = json.loads(next(line for line in card.splitlines() if line.startswith("Stage times")).split(": ", 1)[1])
     assert times == {"mine": 300.0, "synth": 2800.0, "vote": 700.0, "train": 5100.0}
