@@ -524,12 +524,9 @@ def model_card(out: Path, args, gguf_sha256: str) -> str:
     import transformers
 
     settings = json.loads((out / "recipe.json").read_text())
-    def read_timings(folder: Path) -> dict:
-        return json.loads((folder / "timings.json").read_text()) if (folder / "timings.json").exists() else {}
-
-    timings = read_timings(out)
+    timings = Timings(out).data
     if settings.get("reused_from"):  # the data stages ran in the folder this one reused
-        timings = {**read_timings(Path(settings["reused_from"])), **timings}
+        timings = {**Timings(Path(settings["reused_from"])).data, **timings}
     trained_with = json.loads((out / "model" / "training_config.json").read_text())
     trained_with = {k: v for k, v in trained_with.items()
                     if k not in ("data", "output", "model", "adapter_output", "eval_data", "resume", "force")}
