@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from o1_embedder.data import document_text, load_cranfield  # noqa: E402
 from o1_embedder.evaluation import evaluate_dense  # noqa: E402
-from o1_embedder.evaluation.job import load_comparison_model  # noqa: E402
+from o1_embedder.model.loading import load_comparison_model  # noqa: E402
 
 
 def direct(model, data, query_kwargs, batch_size):

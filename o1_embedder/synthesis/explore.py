@@ -258,7 +258,7 @@ def synthesize(records: Iterable[dict], backend: GenerationBackend, output: str 
                prompt: ExplorationPrompt | None = None, examples: FewShotPool | None = None, seed: int = 42,
                max_attempts: int = 3, min_candidates: int | None = None, chunk_size: int = 64,
                example_pool_size: int = 64, overwrite: bool = False, limit: int | None = None,
-               log: Callable[[str], None] | None = None) -> SynthesisReport:
+               log: Callable[[str], None] | None = None, show_progress_bar: bool = False) -> SynthesisReport:
     """Write ``num_candidates`` thoughts per record to ``output`` (JSON lines); see the module docstring.
 
     Args:
@@ -273,6 +273,8 @@ def synthesize(records: Iterable[dict], backend: GenerationBackend, output: str 
         chunk_size: records whose requests are handed to the backend together (keep it a few times
             the backend's batch size or concurrency).
         limit: stop after this many records of the input (counting those already done).
+        show_progress_bar: a progress bar over the records (records per second, time left) when their number
+            is known (``len(records)``).
     """
     if num_candidates < 1:
         raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
@@ -300,11 +302,13 @@ def synthesize(records: Iterable[dict], backend: GenerationBackend, output: str 
                 "few_shot": examples.fingerprint() if examples is not None and prompt.num_examples else None}
     report = SynthesisReport(output=output, failures_file=failures_path(output))
     started = time.perf_counter()
+    bar = None
     with JsonlWriter(output, overwrite=overwrite, inputs=[getattr(records, "path", None)]) as writer:
         _check_resume(writer, settings)
         failures = JsonlWriter(report.failures_file, overwrite=True)
         try:
             pending = _not_done(stream, writer.done, report)
+            bar = progress_bar(records, limit, "synth", show_progress_bar)
             while True:
                 chunk = list(itertools.islice(pending, chunk_size))
                 if not chunk:
@@ -312,14 +316,34 @@ def synthesize(records: Iterable[dict], backend: GenerationBackend, output: str 
                 _run_chunk(chunk, backend, prompt, examples, writer, failures, report, settings, num_candidates,
                            min_candidates, max_attempts, seed)
                 report.seconds = time.perf_counter() - started
+                if bar is not None:
+                    bar.n = report.written + len(report.failed) + report.skipped
+                    bar.refresh()
                 log(f"synth: {report.written} written, {len(report.failed)} failed, {report.skipped} already done; "
                     f"{report.thoughts_per_second:.2f} thoughts/s")
         finally:
+            if bar is not None:
+                bar.close()
             failures.close()
             report.seconds = time.perf_counter() - started
     if not report.failed and report.failures_file.exists():
         report.failures_file.unlink()
     return report
+
+
+def progress_bar(records: Iterable[dict], limit: int | None, desc: str, show: bool):
+    """A tqdm bar over ``records`` (items per second, time left), or ``None`` when not shown or not countable."""
+    if not show:
+        return None
+    try:
+        total = len(records)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    if total is not None and limit is not None:
+        total = min(total, limit)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="record", dynamic_ncols=True)
 
 
 def _not_done(records: Iterable[dict], done: set[str], report) -> Iterator[dict]:

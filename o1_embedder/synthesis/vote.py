@@ -39,6 +39,7 @@ import numpy as np
 
 from o1_embedder.data.records import JsonlWriter, Stage, with_ids
 from o1_embedder.evaluation.bm25 import BM25Index
+from o1_embedder.synthesis.explore import progress_bar
 
 __all__ = [
     "DEFAULT_COMMITTEE",
@@ -143,7 +144,7 @@ def load_member(spec: str, batch_size: int = 32) -> CommitteeMember:
     """``bm25``, or a Sentence-Transformers model by folder or hub id (``all-MiniLM-L6-v2`` works offline)."""
     if spec.strip().lower() == "bm25":
         return BM25Member()
-    from o1_embedder.evaluation.job import load_comparison_model
+    from o1_embedder.model.loading import load_comparison_model
 
     return DenseMember(load_comparison_model(spec), name=spec, batch_size=batch_size)
 
@@ -281,7 +282,8 @@ def _reiterable(records: Iterable[dict]) -> Iterable[dict]:
 
 
 def vote(records: Iterable[dict], members: Sequence[CommitteeMember], output: str | Path, *, method: str = "hard",
-         chunk_size: int = 128, overwrite: bool = False, log: Callable[[str], None] | None = None) -> VoteReport:
+         chunk_size: int = 128, overwrite: bool = False, log: Callable[[str], None] | None = None,
+         show_progress_bar: bool = False) -> VoteReport:
     """Pick each record's ``thought`` from its ``candidates`` by committee vote; stream to ``output`` (resumable).
 
     ``records`` need ``query``, ``pos``, ``neg`` (at least one) and ``candidates``; e.g. a
@@ -314,6 +316,7 @@ def vote(records: Iterable[dict], members: Sequence[CommitteeMember], output: st
             for member in collection:
                 member.prepare(p for r in _with_ids(records) for p in itertools.chain(r["pos"], r["neg"]))
         pending = _not_done(_with_ids(records), writer.done, report)
+        bar = progress_bar(records, None, "vote", show_progress_bar)
         while True:
             chunk = list(itertools.islice(pending, chunk_size))
             if not chunk:
@@ -335,7 +338,12 @@ def vote(records: Iterable[dict], members: Sequence[CommitteeMember], output: st
                     sums["candidates"] += float(np.mean(j.quality))
                     sums["winner"] += j.quality[winner]
             report.seconds = time.perf_counter() - started
+            if bar is not None:
+                bar.n = report.written + report.skipped
+                bar.refresh()
             log(f"vote: {report.written} written, {report.skipped} already done")
+        if bar is not None:
+            bar.close()
     report.seconds = time.perf_counter() - started
     return report
 

@@ -52,6 +52,7 @@ class TrainConfig:
     contrastive_weight: float = _opt(0.8, "weight of the contrastive term")
     generation_weight: float = _opt(0.2, "weight of the thought cross-entropy term")
     distillation_weight: float = _opt(0.0, "weight of KL distillation from the records' teacher scores")
+    teacher_temperature: float = _opt(1.0, "softmax temperature of the teacher scores in the distillation term")
     cached_mini_batch_size: int | None = _opt(None, "GradCache-style loss: encode in mini-batches of this size "
                                                     "(large batches on small memory)")
     thought_dropout: float = _opt(0.1, "probability of training a query without its thought")
@@ -84,7 +85,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:  # the trainer reads a value of 1 or more as a number of steps
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        for name in ("learning_rate", "epochs", "temperature"):
+        for name in ("learning_rate", "epochs", "temperature", "teacher_temperature"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):  # NaN fails too
                 raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
         for name in ("contrastive_weight", "generation_weight", "distillation_weight"):
@@ -149,7 +150,8 @@ def train(config: TrainConfig) -> TrainResult:
     collator = JointCollator(module, num_negatives=config.num_negatives, thought_dropout=config.thought_dropout,
                              max_thought_tokens=config.max_thought_tokens, seed=config.seed)
     weights = dict(temperature=config.temperature, contrastive_weight=config.contrastive_weight,
-                   generation_weight=config.generation_weight, distillation_weight=config.distillation_weight)
+                   generation_weight=config.generation_weight, distillation_weight=config.distillation_weight,
+                   teacher_temperature=config.teacher_temperature)
     loss = (CachedJointLoss(model, mini_batch_size=config.cached_mini_batch_size, **weights)
             if config.cached_mini_batch_size else JointLoss(model, **weights))
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1

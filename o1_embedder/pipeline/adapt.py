@@ -1,0 +1,554 @@
+"""Zero-label domain adaptation: a user's documents in, a model that retrieves them better out.
+
+    o1-embedder adapt CORPUS --out DIR [--model o1-embedder] [--eval]
+
+Stages (each seeded, resumable, timed, its outputs kept in DIR; see :mod:`o1_embedder.pipeline.runner`):
+
+1. ``queries``  pseudo-queries from the documents (:mod:`o1_embedder.synthesis.queries`): questions written by
+   the model being adapted and kept when the teacher committee ranks their document in its top
+   ``round_trip_k`` (round trip), titles, and sentences cut out of their document (inverse cloze); one query
+   per document and kind, kinds rotated so each is equally represented, at most ``train_queries`` in all;
+2. ``mine``     hard negatives from the same corpus: the teacher's top ``mine_depth`` documents for the query,
+   never the query's own document, skipping any that the teacher scores within ``negative_margin`` (relative)
+   of the positive (likely unjudged positives);
+3. ``teacher``  teacher scores of the positive and the negatives (the fused committee, or a cross-encoder),
+   trained toward with the distillation term;
+4. ``synth``    the model being adapted writes ``candidates`` thoughts per query through its own thinking path;
+5. ``vote``     the committee keeps the candidate under which query + thought ranks the positive highest;
+6. ``train``    LoRA on the starting model: InfoNCE + thought cross-entropy + distillation, checkpointed;
+7. ``eval``     (``--eval`` only; the only stage that opens queries or judgments) before vs after, thinking and
+   not, BM25 and all-MiniLM-L6-v2, with paired tests.
+
+The adapted model is ``DIR/model``: a model folder like any other, its card naming the corpus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from o1_embedder.pipeline.runner import Run, RunError, Stage, log
+
+__all__ = ["ADAPT_STAGES", "AdaptConfig", "adapt", "adapt_run"]
+
+logger = logging.getLogger(__name__)
+
+ADAPT_STAGES = ("queries", "mine", "teacher", "synth", "vote", "train", "eval")
+
+
+def _opt(default, help: str, **metadata):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass
+class AdaptConfig:
+    """Every ``o1-embedder adapt`` option (one field each)."""
+
+    corpus: str = field(metadata={"help": "the documents: a BEIR folder (only corpus.jsonl is read), a corpus "
+                                          ".jsonl file, or a folder of .txt / .md files", "positional": True})
+    out: str = field(metadata={"help": "run folder: every stage's output, resumable; the model is OUT/model"})
+    model: str = _opt("o1-embedder", "o1-embedder model to adapt (folder, hub id, or the embedded default)")
+    seed: int = _opt(0, "seed of query choice, sampling and training")
+    dtype: str = _opt("auto", "weights' type for writing questions and thoughts, and mixed-precision training: "
+                              "auto (bfloat16 where the CPU has AMX or AVX512-BF16, or on a GPU that supports it), "
+                              "float32 or bfloat16", choices=("auto", "float32", "bfloat16"))
+    # queries
+    query_kinds: list[str] = _opt(["question", "title", "sentence"], "pseudo-query sources, rotated over documents")
+    train_queries: int = _opt(1024, "training queries (at most one per document and kind)")
+    round_trip_k: int = _opt(3, "keep a written question when its document is in the teacher's top k")
+    question_tokens: int = _opt(32, "new tokens of a written question")
+    writer_batch_size: int = _opt(32, "rows generated together when writing questions and thoughts")
+    # teacher and negatives
+    teacher: list[str] = _opt(["bm25", "all-MiniLM-L6-v2"], "teacher committee: bm25 and Sentence-Transformers "
+                                                            "bi-encoders (fused), and optionally cross-encoder:NAME")
+    negatives: int = _opt(7, "hard negatives mined per query")
+    mine_depth: int = _opt(30, "negatives come from the teacher's top this many documents")
+    negative_margin: float = _opt(0.05, "skip a negative scored within this fraction of the positive's score")
+    # thoughts
+    candidates: int = _opt(2, "candidate thoughts per query written by the model (0: train without thoughts)")
+    thought_temperature: float = _opt(0.7, "sampling temperature of the candidate thoughts")
+    # training
+    batch_size: int = _opt(16, "queries per training batch")
+    train_negatives: int = _opt(1, "hard negatives per query in a batch")
+    passage_tokens: int = _opt(128, "passage truncation in training")
+    learning_rate: float = _opt(2e-4, "peak learning rate")
+    lora_r: int = _opt(16, "LoRA rank")
+    lora_alpha: int = _opt(32, "LoRA alpha")
+    epochs: float = _opt(1.0, "passes over the training queries")
+    temperature: float = _opt(0.02, "InfoNCE temperature")
+    contrastive_weight: float = _opt(0.8, "weight of the contrastive term")
+    generation_weight: float = _opt(0.2, "weight of the thought cross-entropy term")
+    distillation_weight: float = _opt(1.0, "weight of KL distillation from the teacher scores")
+    teacher_temperature: float = _opt(1.0, "softmax temperature of the teacher scores")
+    thought_dropout: float = _opt(0.1, "probability of training a query without its thought")
+    save_steps: int = _opt(10, "checkpoint every N training steps")
+    # evaluation
+    eval: bool = _opt(False, "evaluate before vs after on CORPUS's queries and judgments (a BEIR folder)")
+    eval_split: str = _opt("test", "qrels split of the evaluation")
+    eval_document_tokens: int | None = _opt(None, "document truncation in the evaluation (default: the model's)")
+    stop_after: str | None = _opt(None, "stop after this stage", choices=ADAPT_STAGES)
+
+    def __post_init__(self) -> None:
+        from o1_embedder.synthesis.queries import KINDS
+        from o1_embedder.synthesis.teacher import parse_teacher
+
+        for name in ("train_queries", "round_trip_k", "question_tokens", "writer_batch_size", "negatives",
+                     "mine_depth", "batch_size", "passage_tokens", "lora_r", "lora_alpha"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        for name in ("candidates", "train_negatives", "save_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if self.candidates == 1:
+            pass  # one candidate: no choice to make, the vote keeps it
+        unknown = [k for k in self.query_kinds if k not in KINDS]
+        if unknown or not self.query_kinds or len(set(self.query_kinds)) != len(self.query_kinds):
+            raise ValueError(f"query_kinds must be distinct names among {', '.join(KINDS)}, got {self.query_kinds}")
+        parse_teacher(self.teacher)
+        if not 0 <= self.negative_margin < 1:
+            raise ValueError(f"negative_margin must be in [0, 1), got {self.negative_margin}")
+        if self.train_negatives > self.negatives:
+            raise ValueError(f"train_negatives ({self.train_negatives}) is more than the mined negatives "
+                             f"({self.negatives})")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
+        if self.eval_document_tokens is not None and self.eval_document_tokens < 1:
+            raise ValueError(f"eval_document_tokens must be >= 1, got {self.eval_document_tokens}")
+        if self.stop_after is not None and self.stop_after not in ADAPT_STAGES:
+            raise ValueError(f"stop_after must be one of {', '.join(ADAPT_STAGES)}, got {self.stop_after!r}")
+        if self.thought_temperature <= 0:
+            raise ValueError(f"thought_temperature must be > 0, got {self.thought_temperature}")
+        # training settings are checked by TrainConfig; build one now so a bad value fails before any stage
+        self.train_config()
+
+    # ---------------------------------------------------------------------------------------- derived
+    @property
+    def folder(self) -> Path:
+        return Path(self.out)
+
+    def resolved_dtype(self) -> str:
+        from o1_embedder.dtypes import fast_dtype
+
+        return fast_dtype() if self.dtype == "auto" else self.dtype
+
+    def train_config(self):
+        from o1_embedder.training import TrainConfig
+
+        out = self.folder
+        return TrainConfig(
+            data=str(out / "train.jsonl" if self.candidates else out / "scored.jsonl"), output=str(out / "model"),
+            model=self.model, adapter_output=str(out / "adapter"), lora=True, lora_r=self.lora_r,
+            lora_alpha=self.lora_alpha, lora_dropout=0.05, epochs=self.epochs, learning_rate=self.learning_rate,
+            batch_size=self.batch_size, num_negatives=self.train_negatives, temperature=self.temperature,
+            contrastive_weight=self.contrastive_weight, generation_weight=self.generation_weight,
+            distillation_weight=self.distillation_weight, teacher_temperature=self.teacher_temperature,
+            thought_dropout=self.thought_dropout, max_passage_tokens=self.passage_tokens, seed=self.seed,
+            logging_steps=1, warmup_ratio=0.05, save_steps=self.save_steps, resume=True,
+            bf16=self.dtype != "float32" and self.resolved_dtype() == "bfloat16")
+
+    def stage_settings(self) -> dict[str, dict]:
+        """What each stage's output depends on (a resumed run refuses other values)."""
+        def pick(*names):
+            return {n: getattr(self, n) for n in names}
+
+        train = dataclasses.asdict(self.train_config())
+        for name in ("data", "output", "adapter_output", "resume", "force", "logging_steps", "save_steps"):
+            train.pop(name)
+        return {
+            "queries": {**pick("model", "seed", "query_kinds", "train_queries", "round_trip_k", "question_tokens",
+                               "teacher"), "writer_dtype": self.resolved_dtype()},
+            "mine": pick("negatives", "mine_depth", "negative_margin"),
+            "teacher": {},
+            "synth": {**pick("candidates", "thought_temperature"), "writer_dtype": self.resolved_dtype()},
+            "vote": {},
+            "train": train,
+            "eval": pick("eval_split", "eval_document_tokens"),
+        }
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def _corpus(run: Run, config: AdaptConfig):
+    """The corpus, checked against the one the run started with."""
+    from o1_embedder.data.corpus import load_corpus
+
+    corpus = load_corpus(config.corpus, min_documents=min_documents(config))
+    recorded = run.record.get("corpus")
+    if recorded and recorded.get("sha256") != corpus.sha256:
+        raise RunError(f"{config.corpus} changed since {run.folder} started on it (sha256 {recorded['sha256'][:12]} "
+                       f"-> {corpus.sha256[:12]}): use a new --out")
+    return corpus
+
+
+def min_documents(config: AdaptConfig) -> int:
+    """In-batch negatives and mining need distinct documents: a batch's worth, and more than the negatives."""
+    return max(config.batch_size, config.negatives + 2)
+
+
+def _writer_model(config: AdaptConfig):
+    """The model being adapted, in the writing stages' dtype, thought cache off."""
+    import torch
+
+    from o1_embedder.model.loading import load_model
+
+    model = load_model(config.model)
+    if config.resolved_dtype() == "bfloat16":
+        model.to(torch.bfloat16)
+    model[0].thought_cache = None
+    return model
+
+
+def _progress(total: int, desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+
+
+def _plan(corpus, config: AdaptConfig) -> list[tuple[int, str]]:
+    """``(document index, kind)`` slots: documents in seeded order, kinds rotated, each document at most once
+    per kind, until ``train_queries`` slots (kinds a document has none of are replaced by its next kind)."""
+    from o1_embedder.synthesis.queries import inverse_cloze, title_query
+
+    order = list(range(len(corpus)))
+    random.Random(config.seed).shuffle(order)
+    kinds = list(config.query_kinds)
+    available = {}
+    for i in order:
+        has = {"question": True, "title": title_query(corpus.titles[i], corpus.texts[i]) is not None,
+               "sentence": inverse_cloze(corpus.texts[i], random.Random(0)) is not None}
+        available[i] = [k for k in kinds if has[k]]
+    slots: list[tuple[int, str]] = []
+    used: dict[int, set[str]] = {i: set() for i in order}
+    for round_ in range(len(kinds)):
+        for position, i in enumerate(order):
+            if len(slots) >= config.train_queries:
+                return slots
+            preferred = [kinds[(position + round_ + j) % len(kinds)] for j in range(len(kinds))]
+            kind = next((k for k in preferred if k in available[i] and k not in used[i]), None)
+            if kind is not None:
+                used[i].add(kind)
+                slots.append((i, kind))
+    return slots
+
+
+def stage_queries(run: Run, config: AdaptConfig) -> None:
+    """Stage 1: pseudo-queries (``questions.jsonl`` as written, ``queries.jsonl`` the kept ones)."""
+    from o1_embedder.data.beir import document_text
+    from o1_embedder.data.records import JsonlWriter, write_records_atomic
+    from o1_embedder.files import atomic_write_text
+    from o1_embedder.generation.backends import GenerationRequest
+    from o1_embedder.generation.settings import GenerationSettings
+    from o1_embedder.generation.transformers_backend import TransformersBackend
+    from o1_embedder.synthesis.queries import clean_question, inverse_cloze, question_prompt, title_query
+    from o1_embedder.synthesis.teacher import CorpusTeacher
+
+    corpus = _corpus(run, config)
+    slots = _plan(corpus, config)
+    asked = [i for i, kind in slots if kind == "question"]
+    full = corpus.full_texts()
+    questions: dict[str, str] = {}
+    with JsonlWriter(run.path("questions.jsonl"), key="query_id") as writer:
+        questions.update({r["query_id"]: r["question"] for r in writer.existing})
+        todo = [i for i in asked if corpus.ids[i] not in writer.done]
+        if todo:
+            model = _writer_model(config)
+            backend = TransformersBackend(model[0].model, tokenizer=model[0].tokenizer,
+                                          settings=GenerationSettings(max_new_tokens=config.question_tokens,
+                                                                      do_sample=False),
+                                          batch_size=config.writer_batch_size)
+            bar = _progress(len(asked), "queries: writing questions", "question")
+            bar.update(len(asked) - len(todo))
+            step = 4 * config.writer_batch_size
+            for start in range(0, len(todo), step):
+                chunk = todo[start:start + step]
+                requests = [GenerationRequest([{"role": "user", "content": question_prompt(full[i])}])
+                            for i in chunk]
+                for i, generation in zip(chunk, backend.generate(requests)):
+                    text = generation.texts[0] if generation.ok and generation.texts else ""
+                    record = {"query_id": corpus.ids[i], "raw": text, "question": clean_question(text)}
+                    writer.write(record)
+                    questions[corpus.ids[i]] = record["question"]
+                bar.update(len(chunk))
+            bar.close()
+            del model, backend
+
+    kept_rank: dict[int, int] = {}
+    written = [i for i in asked if questions.get(corpus.ids[i])]
+    if written:
+        teacher = CorpusTeacher(full, config.teacher, show_progress_bar=True)
+        top, _ = teacher.search([questions[corpus.ids[i]] for i in written], config.round_trip_k)
+        kept_rank = {i: int(list(row).index(i)) + 1 for i, row in zip(written, top) if i in row}
+
+    rng = random.Random(f"{config.seed}-sentences")
+    records, counts = [], {"question_written": len(written), "question_asked": len(asked)}
+    for i, kind in slots:
+        if kind == "question":
+            if i not in kept_rank:
+                continue
+            query, positive = questions[corpus.ids[i]], full[i]
+        elif kind == "title":
+            query, positive = title_query(corpus.titles[i], corpus.texts[i])
+        else:
+            sentence, rest = inverse_cloze(corpus.texts[i], rng)
+            query, positive = sentence, document_text({"title": corpus.titles[i], "text": rest})
+        counts[kind] = counts.get(kind, 0) + 1
+        records.append({"query_id": f"{corpus.ids[i]}#{kind}", "query": query, "pos": [positive], "kind": kind,
+                        "doc_id": corpus.ids[i]})
+    if not records:
+        raise RunError("queries: no pseudo-query could be made from the corpus (no title, no document of 3+ "
+                       "sentences, no question that passed the round trip)")
+    write_records_atomic(run.path("pseudo_queries.jsonl"), records)
+    report = {"documents": len(corpus), "planned": len(slots), "queries": len(records), "by_kind": counts,
+              "round_trip_k": config.round_trip_k}
+    atomic_write_text(run.path("pseudo_queries.json"), json.dumps(report, indent=2) + "\n")
+    log(f"queries: {len(records)} pseudo-queries from {len(corpus)} documents: "
+        + ", ".join(f"{counts.get(k, 0)} {k}" for k in config.query_kinds)
+        + (f" ({len(kept_rank)} of {len(written)} written questions passed the round trip at top "
+           f"{config.round_trip_k})" if asked else ""))
+
+
+def _teacher_corpus(corpus, records: list[dict]) -> tuple[list[str], dict[str, int]]:
+    """The documents, then every training positive that is not one of them (a sentence or title cut out), so
+    the teacher scores each positive as the model sees it; and each positive's index."""
+    texts = corpus.full_texts()
+    index = {t: i for i, t in enumerate(texts)}
+    for record in records:
+        index.setdefault(record["pos"][0], len(texts))
+        if index[record["pos"][0]] == len(texts):
+            texts.append(record["pos"][0])
+    return texts, index
+
+
+def stage_mine(run: Run, config: AdaptConfig) -> None:
+    """Stage 2: hard negatives (``mined.jsonl``)."""
+    from o1_embedder.data.records import RecordFile, Stage as RecordStage, write_records_atomic
+    from o1_embedder.synthesis.teacher import CorpusTeacher
+
+    corpus = _corpus(run, config)
+    records = list(RecordFile(run.path("pseudo_queries.jsonl"), RecordStage.BASE))
+    texts, index = _teacher_corpus(corpus, records)
+    doc_index = {d: i for i, d in enumerate(corpus.ids)}
+    teacher = CorpusTeacher(texts, [m for m in config.teacher if not m.startswith("cross-encoder:")],
+                            show_progress_bar=True)
+    out, failed, short = [], 0, 0
+    bar = _progress(len(records), "mine", "query")
+    chunk_size = 128
+    for start in range(0, len(records), chunk_size):
+        chunk = records[start:start + chunk_size]
+        scores = teacher.scores([r["query"] for r in chunk])
+        for row, record in zip(scores, chunk):
+            own = doc_index[record["doc_id"]]
+            positive = float(row[index[record["pos"][0]]])
+            ceiling = positive - config.negative_margin * abs(positive)
+            ranked = row[:len(corpus)].argsort()[::-1][:config.mine_depth + 1]
+            negatives = [int(j) for j in ranked if j != own and row[j] < ceiling][:config.negatives]
+            if not negatives:
+                failed += 1
+                continue
+            short += len(negatives) < config.negatives
+            out.append({**record, "neg": [texts[j] for j in negatives],
+                        "mining": {"pos_index": index[record["pos"][0]], "neg_index": negatives}})
+        bar.update(len(chunk))
+    bar.close()
+    if not out:
+        raise RunError("mine: no query got a negative (the corpus is too small or too uniform)")
+    write_records_atomic(run.path("mined.jsonl"), out)
+    log(f"mine: {len(out)} queries with negatives ({short} with fewer than {config.negatives}); {failed} without "
+        f"any are left out")
+
+
+def stage_teacher(run: Run, config: AdaptConfig) -> None:
+    """Stage 3: teacher scores of positive and negatives (``scored.jsonl``)."""
+    from o1_embedder.data.records import RecordFile, Stage as RecordStage, write_records_atomic
+    from o1_embedder.synthesis.teacher import CorpusTeacher
+
+    corpus = _corpus(run, config)
+    records = list(RecordFile(run.path("mined.jsonl"), RecordStage.MINED))
+    texts, _ = _teacher_corpus(corpus, list(RecordFile(run.path("pseudo_queries.jsonl"), RecordStage.BASE)))
+    teacher = CorpusTeacher(texts, config.teacher, show_progress_bar=True)
+    out = []
+    bar = _progress(len(records), "teacher", "query")
+    chunk_size = 128
+    for start in range(0, len(records), chunk_size):
+        chunk = records[start:start + chunk_size]
+        passages = [[r["mining"]["pos_index"], *r["mining"]["neg_index"]] for r in chunk]
+        for record, values in zip(chunk, teacher.pair_scores([r["query"] for r in chunk], passages)):
+            values = [round(v, 5) for v in values]
+            out.append({**record, "pos_scores": values[:1], "neg_scores": values[1:]})
+        bar.update(len(chunk))
+    bar.close()
+    write_records_atomic(run.path("scored.jsonl"), out)
+    margins = [r["pos_scores"][0] - max(r["neg_scores"]) for r in out]
+    log(f"teacher: {len(out)} queries scored by {', '.join(config.teacher)}; the positive above every negative "
+        f"for {sum(m > 0 for m in margins)} of them")
+
+
+def stage_synth(run: Run, config: AdaptConfig) -> None:
+    """Stage 4: candidate thoughts written by the model being adapted (``candidates.jsonl``)."""
+    from o1_embedder.data.records import RecordFile, Stage as RecordStage
+    from o1_embedder.synthesis.explore import synthesize
+    from o1_embedder.synthesis.thinking_backend import QUERY_ONLY_PROMPT, ThinkingBackend
+
+    records = RecordFile(run.path("scored.jsonl"), RecordStage.MINED)
+    model = _writer_model(config)
+    settings = model[0].generation_settings.replace(do_sample=True, temperature=config.thought_temperature,
+                                                    top_p=0.9, seed=config.seed)
+    backend = ThinkingBackend(model, settings=settings, batch_size=config.writer_batch_size)
+    report = synthesize(records, backend, run.path("candidates.jsonl"), num_candidates=config.candidates,
+                        prompt=QUERY_ONLY_PROMPT, seed=config.seed, chunk_size=2 * config.writer_batch_size,
+                        min_candidates=1, log=logger.info, show_progress_bar=True)
+    log(f"synth: {report.summary()}")
+    if report.failed:  # the model ends its thought at once for these: they are trained without one
+        log(f"synth: the model wrote only empty thoughts for {len(report.failed)} queries (trained without one)")
+
+
+def stage_vote(run: Run, config: AdaptConfig) -> None:
+    """Stage 5: the committee keeps one candidate per query (``voted.jsonl``, the training file)."""
+    from o1_embedder.data.records import RecordFile, Stage as RecordStage, write_records_atomic
+    from o1_embedder.synthesis.teacher import parse_teacher
+    from o1_embedder.synthesis.vote import load_committee, vote
+
+    members = load_committee(parse_teacher(config.teacher)[0])
+    records = RecordFile(run.path("candidates.jsonl"), RecordStage.CANDIDATES)
+    report = vote(records, members, run.path("voted.jsonl"), log=logger.info, show_progress_bar=True)
+    log(f"vote: {report.summary()}")
+    voted = {r["query_id"]: r for r in RecordFile(run.path("voted.jsonl"), RecordStage.TRAINING)}
+    rows = [voted.get(r["query_id"], r) for r in RecordFile(run.path("scored.jsonl"), RecordStage.MINED)]
+    write_records_atomic(run.path("train.jsonl"), rows)
+    log(f"vote: {len(rows)} training records ({len(rows) - len(voted)} without a thought) in {run.path('train.jsonl')}")
+
+
+def stage_train(run: Run, config: AdaptConfig) -> None:
+    """Stage 6: LoRA training on the starting model (``model/``, ``adapter/``, checkpoints beside)."""
+    from o1_embedder.training import train
+
+    result = train(config.train_config())
+    run.path("train_log.json").write_text(json.dumps(result.log_history, indent=1) + "\n")
+    history = [h for h in result.log_history if "contrastive" in h]
+    if history:
+        log("train: " + ", ".join(f"{k} {history[0][k]:.3f} -> {history[-1][k]:.3f}"
+                                  for k in ("contrastive", "generation", "distillation") if k in history[0]))
+    write_card(run, config)
+
+
+def stage_eval(run: Run, config: AdaptConfig) -> None:
+    """Stage 7 (``--eval``): before vs after on the corpus's own queries and judgments."""
+    from o1_embedder.evaluation import evaluate_bm25, evaluate_dense, write_report
+    from o1_embedder.evaluation.job import resolve_dataset
+    from o1_embedder.evaluation.significance import paired_comparisons
+    from o1_embedder.model.loading import MINILM, load_comparison_model, load_model
+
+    data = resolve_dataset(config.corpus, split=config.eval_split)
+    cache_dir = run.path("embedding-cache")
+    dtype = config.resolved_dtype()
+    results = []
+    for label, name in (("before", config.model), ("adapted", str(run.path("model")))):
+        model = load_model(name)
+        if dtype == "bfloat16":
+            import torch
+
+            model.to(torch.bfloat16)
+        if config.eval_document_tokens:
+            model.max_seq_length = config.eval_document_tokens
+        for think in (True, False):
+            result = evaluate_dense(model, data, name=f"{label} ({'think' if think else 'no think'})",
+                                    query_kwargs={"think": think}, cache_dir=cache_dir, batch_size=16,
+                                    query_batch_size=64)
+            results.append(result)
+            log(f"eval: {result['name']} nDCG@10={result['metrics']['ndcg@10']:.4f}")
+        del model
+    results.append(evaluate_bm25(data))
+    results.append(evaluate_dense(load_comparison_model(MINILM), data, name=MINILM, cache_dir=cache_dir,
+                                  batch_size=32))
+    for r in results[-2:]:
+        log(f"eval: {r['name']} nDCG@10={r['metrics']['ndcg@10']:.4f}")
+    tests = paired_comparisons(results, [("adapted (think)", "before (think)"),
+                                         ("adapted (no think)", "before (no think)"),
+                                         ("adapted (think)", "adapted (no think)"),
+                                         ("adapted (think)", "BM25"), ("adapted (think)", MINILM)])
+    title = f"{data.name}: {len(data.queries)} queries, {len(data.corpus)} documents (adapted on the documents only)"
+    paths = write_report(results, run.path("eval"), title, comparisons=tests)
+    print(Path(paths["md"]).read_text(encoding="utf-8"), flush=True)
+    write_card(run, config)
+
+
+# ------------------------------------------------------------------------------------------------ card
+def write_card(run: Run, config: AdaptConfig) -> None:
+    """Append the adaptation (corpus, counts, settings, stage times, scores) to the adapted model's card."""
+    from o1_embedder.files import atomic_write_text
+
+    card_path = run.path("model", "README.md")
+    if not card_path.is_file():
+        return
+    card = card_path.read_text(encoding="utf-8").split("\n## Domain adaptation\n")[0].rstrip() + "\n"
+    corpus = run.record.get("corpus", {})
+    counts = json.loads(run.path("pseudo_queries.json").read_text()) if run.path("pseudo_queries.json").is_file() else {}
+    lines = ["", "## Domain adaptation", "",
+             f"Adapted from `{config.model}` with `o1-embedder adapt` on a corpus of {corpus.get('documents')} "
+             f"documents ({corpus.get('words')} words, {corpus.get('layout')} layout, sha256 `{corpus.get('sha256')}`),",
+             "with no query and no judgment: pseudo-queries written from the documents, negatives and teacher scores",
+             "from a committee, thoughts written by the model and chosen by the committee.", "",
+             f"- pseudo-queries: {json.dumps(counts.get('by_kind', {}))}",
+             f"- settings: `{json.dumps(run.record.get('stages', {}), sort_keys=True)}`",
+             f"- stage times (seconds): `{json.dumps(run.timings())}`"]
+    results = run.path("eval", "results.md")
+    if results.is_file():
+        lines += ["", results.read_text(encoding="utf-8").replace("# ", "### ", 1)]
+    atomic_write_text(card_path, card + "\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------- run
+def check_eval_files(config: AdaptConfig) -> None:
+    root = Path(config.corpus)
+    needed = [root / "queries.jsonl", root / "qrels" / f"{config.eval_split}.tsv"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if not root.is_dir() or missing:
+        raise RunError(f"--eval needs CORPUS to be a BEIR folder with queries and judgments; missing: "
+                       f"{', '.join(missing) if root.is_dir() else root}")
+
+
+def adapt_run(config: AdaptConfig) -> Run:
+    """The run folder of ``config`` with its stages (nothing run yet)."""
+    functions = {"queries": stage_queries, "mine": stage_mine, "teacher": stage_teacher, "synth": stage_synth,
+                 "vote": stage_vote, "train": stage_train, "eval": stage_eval}
+    settings = config.stage_settings()
+    stages = [Stage(name, (lambda run, f=functions[name]: f(run, config)), settings[name]) for name in ADAPT_STAGES]
+    return Run(config.folder, "adapt", stages)
+
+
+def adapt(config: AdaptConfig) -> Path:
+    """Run (or resume) every stage; returns the adapted model's folder. The corpus is read and checked before
+    any model loads."""
+    from o1_embedder.data.corpus import load_corpus
+
+    run = adapt_run(config)
+    corpus = load_corpus(config.corpus, min_documents=min_documents(config))
+    recorded = run.record.get("corpus")
+    if recorded and recorded.get("sha256") != corpus.sha256:
+        raise RunError(f"{config.corpus} changed since {run.folder} started on it (sha256 {recorded['sha256'][:12]} "
+                       f"-> {corpus.sha256[:12]}): use a new --out")
+    if config.eval:  # only their presence: no stage before eval opens the queries or the judgments
+        check_eval_files(config)
+    run.check_settings()
+    if not recorded:
+        from o1_embedder.files import atomic_write_text
+
+        run.record["corpus"] = {"path": str(config.corpus), "layout": corpus.layout, "documents": len(corpus),
+                                "words": corpus.words(), "sha256": corpus.sha256}
+        run.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.path("run.json"), json.dumps(run.record, indent=2, sort_keys=True) + "\n")
+    log(f"adapt: {len(corpus)} documents from {config.corpus} ({corpus.layout}); writing in "
+        f"{config.resolved_dtype()}; run folder {run.folder}")
+    if corpus.empty:
+        log(f"adapt: {len(corpus.empty)} documents without any text are left out: {'; '.join(corpus.empty[:5])}"
+            + (" ..." if len(corpus.empty) > 5 else ""))
+    skip = [] if config.eval else ["eval"]
+    if not config.candidates:
+        skip += ["synth", "vote"]
+    run.run(stop_after=config.stop_after, skip=skip)
+    return run.path("model")

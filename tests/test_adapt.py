@@ -1,0 +1,195 @@
+"""Zero-label domain adaptation (``o1-embedder adapt``) end to end on tiny models: stages, resume, leaks, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from o1_embedder.data.corpus import CorpusError, load_corpus
+from o1_embedder.pipeline.adapt import AdaptConfig, adapt
+from o1_embedder.pipeline.runner import RunError
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "o1_embedder" / "datasets" / "cranfield"
+
+
+@pytest.fixture(scope="module")
+def tiny_o1(tmp_path_factory, tiny_backbone) -> Path:
+    """A saved tiny o1-embedder model (greedy thoughts of up to 6 tokens)."""
+    from o1_embedder import build_model, save_model
+
+    model = build_model(str(tiny_backbone), num_thoughts=1, generation={"do_sample": False, "max_new_tokens": 6},
+                        max_query_tokens=16, max_document_tokens=48)
+    return save_model(model, tmp_path_factory.mktemp("adapt") / "tiny-o1")
+
+
+@pytest.fixture(scope="module")
+def beir(tmp_path_factory) -> Path:
+    """A BEIR folder of 40 Cranfield documents with the queries judged on them."""
+    root = tmp_path_factory.mktemp("beir")
+    (root / "qrels").mkdir()
+    lines = [line for line in (DATA_DIR / "corpus.jsonl").read_text().splitlines() if json.loads(line)["text"]][:40]
+    ids = {json.loads(line)["_id"] for line in lines}
+    qrels = [q for q in (DATA_DIR / "qrels" / "test.tsv").read_text().splitlines()[1:] if q.split("\t")[1] in ids]
+    qids = {q.split("\t")[0] for q in qrels}
+    queries = [q for q in (DATA_DIR / "queries.jsonl").read_text().splitlines() if json.loads(q)["_id"] in qids]
+    (root / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "queries.jsonl").write_text("\n".join(queries) + "\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n")
+    return root
+
+
+def config(corpus, out, model, **changes) -> AdaptConfig:
+    settings = dict(corpus=str(corpus), out=str(out), model=str(model), train_queries=24, batch_size=8,
+                    teacher=["bm25"], negatives=3, candidates=2, passage_tokens=32, save_steps=1, dtype="float32",
+                    writer_batch_size=16)
+    return AdaptConfig(**{**settings, **changes})
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(path.rglob("*.safetensors"))
+    assert files, f"no weights in {path}"
+    return {f"{f.name}:{k}": v for f in files for k, v in load_file(f).items()}
+
+
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory, beir, tiny_o1) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "full"
+    adapt(config(beir, out, tiny_o1, eval=True))
+    return out
+
+
+def test_adapt_end_to_end(adapted, beir, tiny_o1):
+    from o1_embedder import load_model
+
+    run = json.loads((adapted / "run.json").read_text())
+    corpus = load_corpus(beir)
+    assert run["corpus"]["sha256"] == corpus.sha256 and run["corpus"]["documents"] == 40
+    for stage in ("queries", "mine", "teacher", "synth", "vote", "train", "eval"):
+        assert (adapted / "done" / stage).is_file(), stage
+    timings = json.loads((adapted / "timings.json").read_text())
+    assert set(timings) == {"queries", "mine", "teacher", "synth", "vote", "train", "eval"}
+    counts = json.loads((adapted / "pseudo_queries.json").read_text())
+    assert counts["queries"] == sum(counts["by_kind"].get(k, 0) for k in ("question", "title", "sentence"))
+    records = [json.loads(line) for line in (adapted / "train.jsonl").read_text().splitlines()]
+    assert len(records) >= 10
+    docs = set(corpus.full_texts())
+    for r in records:
+        assert r["neg"] and all(n in docs for n in r["neg"])  # negatives are documents of the corpus
+        assert r["doc_id"] in corpus.ids
+        source = corpus.full_texts()[corpus.ids.index(r["doc_id"])]
+        assert source not in r["neg"]  # never the query's own document
+        assert len(r["pos_scores"]) == 1 and len(r["neg_scores"]) == len(r["neg"])
+    # the adapted model is a model folder: it loads and differs from the one it started from
+    model = load_model(str(adapted / "model"))
+    emb = model.encode_document(["the boundary layer of a wing"])
+    assert emb.shape[1] == model.get_sentence_embedding_dimension()
+    before, after = weights(tiny_o1), weights(adapted / "model")
+    assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
+    card = (adapted / "model" / "README.md").read_text()
+    assert corpus.sha256 in card and "## Domain adaptation" in card and "adapted (think)" in card
+    results = json.loads((adapted / "eval" / "results.json").read_text())
+    names = [r["name"] for r in results["results"]] if isinstance(results, dict) else [r["name"] for r in results]
+    assert {"before (think)", "adapted (think)", "adapted (no think)", "BM25"} <= set(names)
+
+
+def test_resume_after_a_kill_gives_the_same_result(adapted, beir, tiny_o1, tmp_path):
+    """Stopped after mining, then a half-written synthesis file (a kill mid-stage): the resumed run ends with the
+    same training data and the same weights as the run that was never stopped."""
+    out = tmp_path / "resumed"
+    adapt(config(beir, out, tiny_o1, eval=True, stop_after="synth"))
+    assert not (out / "done" / "vote").exists()
+    lines = (out / "candidates.jsonl").read_text().splitlines(keepends=True)
+    (out / "candidates.jsonl").write_text("".join(lines[:len(lines) // 2]) + lines[len(lines) // 2][:20])
+    (out / "done" / "synth").unlink()  # killed before the stage finished
+    adapt(config(beir, out, tiny_o1, eval=True))
+    assert (out / "train.jsonl").read_text() == (adapted / "train.jsonl").read_text()
+    a, b = weights(adapted / "model"), weights(out / "model")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_no_stage_before_eval_opens_queries_or_judgments(beir, tiny_o1, tmp_path):
+    opened: list[str] = []
+    watching = [True]
+
+    def hook(event, args):
+        if watching[0] and event == "open" and args and isinstance(args[0], (str, bytes, Path)):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(hook)  # audit hooks stay for the process: this one records only while watching[0]
+    try:
+        adapt(config(beir, tmp_path / "run", tiny_o1, eval=True, stop_after="train"))
+    finally:
+        watching[0] = False
+    assert any(p.endswith("corpus.jsonl") for p in opened)  # the hook sees the files the stages read
+    leaks = [p for p in opened if p.startswith(str(beir)) and (p.endswith("queries.jsonl") or "qrels" in p)]
+    assert not leaks, leaks
+
+
+def test_changed_settings_or_corpus_on_resume_are_refused(beir, tiny_o1, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    shutil.copy(beir / "corpus.jsonl", corpus)
+    out = tmp_path / "run"
+    adapt(config(corpus, out, tiny_o1, stop_after="queries"))
+    with pytest.raises(RunError, match="other settings.*train_queries"):
+        adapt(config(corpus, out, tiny_o1, train_queries=30))
+    with open(corpus, "a") as f:
+        f.write(json.dumps({"_id": "new", "text": "a new document about shock waves"}) + "\n")
+    with pytest.raises(RunError, match="changed since"):
+        adapt(config(corpus, out, tiny_o1))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "no document"),
+    ('{"_id": "a", "text": "one"}\n{"_id": "a", "text": "two"}\n', "duplicate _id 'a'"),
+    ('{"_id": "a", "text": "bin\\u0000ary"}\n', "looks binary"),
+    ('{"_id": "a", "text": 5}\n', "field 'text' must be a string"),
+    ('{"_id": "a", "text": "one"}\n{"_id": "b", "text": "two"}\n', "at least 8 are needed"),
+])
+def test_bad_corpus_is_refused_before_any_model_loads(tmp_path, content, message):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(content)
+    missing_model = tmp_path / "no-such-model"  # loading it would fail with another message
+    with pytest.raises(CorpusError, match=message):
+        adapt(config(corpus, tmp_path / "run", missing_model))
+    assert not (tmp_path / "run").exists()
+
+
+def test_output_folder_with_other_files_is_refused(beir, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="not an o1-embedder adapt run folder"):
+        adapt(config(beir, out, tmp_path / "no-such-model"))
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_folder_corpus_and_empty_documents(tmp_path):
+    root = tmp_path / "docs"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.md").write_text("# Wing flutter\n\nFlutter of wings at transonic speed. It grows.\n")
+    (root / "sub" / "b.txt").write_text("Heat transfer in a laminar boundary layer.")
+    (root / "empty.txt").write_text("  \n")
+    (root / "skip.bin").write_bytes(b"\x00\x01")
+    corpus = load_corpus(root)
+    assert corpus.ids == ["a.md", "sub/b.txt"] and corpus.titles == ["Wing flutter", ""]
+    assert corpus.texts[0].startswith("Flutter of wings") and corpus.empty == [str(root / "empty.txt")]
+    (root / "c.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(CorpusError, match="c.txt: not valid UTF-8"):
+        load_corpus(root)
+
+
+def test_plan_rotates_kinds_and_caps_queries(beir):
+    from o1_embedder.pipeline.adapt import _plan
+
+    corpus = load_corpus(beir)
+    slots = _plan(corpus, config(beir, "x", "m", train_queries=60))
+    assert len(slots) == 60 and len(set(slots)) == 60  # a document at most once per kind
+    kinds = [k for _, k in slots[:30]]
+    assert all(kinds.count(k) >= 6 for k in ("question", "title", "sentence")), kinds
