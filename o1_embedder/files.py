@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -48,6 +49,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def replace_folder(target: str | os.PathLike, write: Callable[[Path], None], *, prefix: str | None = None) -> Path:
+    """Make the folder ``target`` through ``write(staging folder)``, then swap it into place: a reader sees the
+    earlier folder or the new one, never a half-written one; if the swap fails, the earlier folder is put back."""
+    target = Path(os.path.abspath(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_dir(target, prefix=prefix or f".{target.name}-")
+    try:
+        write(staging)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+            os.replace(target, old / target.name)
+            try:
+                os.replace(staging, target)
+            except BaseException:
+                os.replace(old / target.name, target)  # the earlier folder back in place
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -3,7 +3,8 @@
 Each field becomes ``--field-name`` with its type, default and help (``field(metadata={"help": ...})``);
 a ``bool`` field that defaults to True becomes ``--no-field-name`` (or ``metadata["no_flag"]``, with help from
 ``metadata["no_help"]``); a field whose metadata says
-``positional`` becomes a positional argument; a field without a default is a required option.
+``positional`` becomes a positional argument; ``metadata["choices"]`` limits the values; a field without a
+default is a required option.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser | argparse._ArgumentGr
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         extra = dict((overrides or {}).get(f.name, {}))
+        if "choices" in f.metadata:
+            extra.setdefault("choices", f.metadata["choices"])
         default = extra.pop("default", default)
         flag = "--" + f.name.replace("_", "-")
         if f.metadata.get("positional"):

@@ -1,20 +1,12 @@
-"""The default's recipe (examples/train_default.py): what each --thought-target makes of the voted records."""
+"""The default's recipe (o1_embedder.pipeline.recipe, run by examples/train_default.py): thought targets, seeds,
+settings fixed per folder, reuse of complete stages only, the model card's command."""
 
-import importlib.util
 import json
-from argparse import Namespace
-from pathlib import Path
 
 import pytest
 
-
-@pytest.fixture(scope="module")
-def recipe():
-    path = Path(__file__).resolve().parents[1] / "examples" / "train_default.py"
-    spec = importlib.util.spec_from_file_location("train_default_recipe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from o1_embedder.pipeline import recipe
+from o1_embedder.pipeline.runner import Run, RunError
 
 
 @pytest.mark.parametrize("thought, kept", [
@@ -25,11 +17,11 @@ def recipe():
     ("One unfinished sentence", ""),
     ("Version 2.5 was released", ""),
 ])
-def test_whole_sentences(recipe, thought, kept):
+def test_whole_sentences(thought, kept):
     assert recipe.whole_sentences(thought) == kept
 
 
-def test_thought_targets(recipe, tmp_path):
+def test_thought_targets(tmp_path):
     rows = [{"query_id": "q1", "query": "first", "pos": ["positive one"], "neg": ["negative"],
              "thought": "Whole. Cut off", "candidates": ["Whole. Cut off"], "votes": [1]},
             {"query_id": "q2", "query": "second", "pos": ["positive two"], "neg": ["negative"],
@@ -39,10 +31,10 @@ def test_thought_targets(recipe, tmp_path):
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def made(target):
-        path = recipe.training_file(tmp_path, Namespace(thought_target=target))
+        path = recipe.training_file(tmp_path, target)
         return [json.loads(line) for line in path.read_text().splitlines()]
 
-    assert recipe.training_file(tmp_path, Namespace(thought_target="voted")) == tmp_path / "train.jsonl"
+    assert recipe.training_file(tmp_path, "voted") == tmp_path / "train.jsonl"
     assert [r.get("thought") for r in made("voted-sentences")] == ["Whole.", None, "Ends well."]
     assert [r.get("thought") for r in made("positive")] == ["positive one", "positive two", "positive three"]
     none = made("none")
@@ -50,35 +42,108 @@ def test_thought_targets(recipe, tmp_path):
     assert [r["query_id"] for r in none] == ["q1", "q2", "q3"]
 
 
-def test_train_seed(recipe, tmp_path, monkeypatch):
+def test_train_seed_and_settings_fixed_per_folder(tmp_path, monkeypatch):
     seeds = []
-    monkeypatch.setattr("o1_embedder.training.train",
-                        lambda config: seeds.append(config.seed) or Namespace(log_history=[]))
-    monkeypatch.setattr(recipe, "base_model_dir", lambda out, args: tmp_path / "base-model")
-    (tmp_path / "train.jsonl").write_text("")
-    for argv in ([], ["--seed", "3"], ["--seed", "3", "--train-seed", "1"]):
-        recipe.stage_train(tmp_path, recipe.parse_args(["--out", str(tmp_path), *argv]))
+    monkeypatch.setattr("o1_embedder.pipeline.common.train_stage",
+                        lambda run, config: seeds.append(config.seed) or [])
+    monkeypatch.setattr(recipe, "base_model_dir", lambda out, config: tmp_path / "base-model")
+    for i, argv in enumerate(([], ["--seed", "3"], ["--seed", "3", "--train-seed", "1"])):
+        config = recipe.parse_args(["--out", str(tmp_path / f"run{i}"), *argv])
+        run = recipe.recipe_run(config)
+        run.folder.mkdir()
+        (run.folder / "train.jsonl").write_text("")
+        recipe.stage_train(run, config)
     assert seeds == [0, 3, 1]
 
-    recipe.check_settings(tmp_path, recipe.parse_args(["--out", str(tmp_path)]), "train")
-    with pytest.raises(SystemExit, match="--train-seed: None -> 1"):
-        recipe.check_settings(tmp_path, recipe.parse_args(["--out", str(tmp_path), "--train-seed", "1"]), "train")
+    run = recipe.recipe_run(recipe.parse_args(["--out", str(tmp_path / "fixed")]))
+    run._record_settings(run.stages[4])  # the train stage started with the defaults
+    recipe.recipe_run(recipe.parse_args(["--out", str(tmp_path / "fixed")])).check_settings()
+    with pytest.raises(RunError, match="train_seed None -> 1"):
+        recipe.recipe_run(recipe.parse_args(["--out", str(tmp_path / "fixed"), "--train-seed", "1"])).check_settings()
 
 
-def test_model_card_of_reused_folder(recipe, tmp_path):
+@pytest.mark.parametrize("argv, message", [
+    (["--records", "-5"], "--records must be >= 1"),
+    (["--learning-rate", "nan"], "learning_rate must be a finite number"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--candidates", "0"], "--candidates must be >= 1"),
+    (["--thought-target", "other"], "invalid choice"),
+])
+def test_bad_arguments_stop_before_any_stage(tmp_path, argv, message, capsys):
+    with pytest.raises(SystemExit):
+        recipe.parse_args(["--out", str(tmp_path / "run"), *argv])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def _finished(folder, stages, settings=None):
+    """A recipe run folder whose ``stages`` are complete (records, pool, dev, mined records...)."""
+    run = recipe.recipe_run(recipe.parse_args(["--out", str(folder)]))
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"query_id": f"q{i}", "query": f"query {i}", "pos": [f"passage {i}"], "neg": [f"other {i}"]}
+            for i in range(5)]
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "pool.jsonl").write_text('{"text": "passage 0"}\n')
+    (folder / "dev").mkdir(exist_ok=True)
+    (folder / "dev" / "corpus.jsonl").write_text('{"_id": "d", "text": "x"}\n')
+    (folder / "mined.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for stage in run.stages:
+        if stage.name in stages or stage.name == "records":  # the records stage started at least
+            run._record_settings(stage)
+        if stage.name in stages:
+            run.mark_done(stage.name)
+    return run
+
+
+def test_reuse_takes_only_complete_stages(tmp_path):
+    source = tmp_path / "source"
+    _finished(source, ["records"])  # mined.jsonl is there, but the mine stage never finished
+    out = tmp_path / "arm"
+    assert recipe.main(["--out", str(out), "--reuse", str(source), "--records", "3", "--stop-after", "records"]) == 0
+    run = Run(out, "recipe", [])
+    assert run.done("records") and not run.done("mine") and not (out / "mined.jsonl").exists()
+    assert len((out / "records.jsonl").read_text().splitlines()) == 3
+    assert (out / "dev" / "corpus.jsonl").is_file() and (out / "pool.jsonl").is_file()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "not a recipe run folder"),
+    ("itself", "that is --out itself"),
+    ("unfinished", "its records stage is not complete"),
+    ("model", "holds other files"),
+])
+def test_reuse_of_a_folder_that_cannot_be_reused(tmp_path, case, message, capsys):
+    out = tmp_path / "arm"
+    source = {"missing": tmp_path / "nothing", "itself": out, "unfinished": tmp_path / "half",
+              "model": tmp_path / "model"}[case]
+    if case == "unfinished":
+        _finished(source, [])
+    if case == "model":
+        source.mkdir()
+        (source / "modules.json").write_text("[]")
+    if case == "itself":
+        out.mkdir()
+    assert recipe.main(["--out", str(out), "--reuse", str(source)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "records.jsonl").exists()
+
+
+def test_model_card_of_reused_folder(tmp_path):
     """A folder trained on another's data: its card names a runnable command and every stage's time."""
     source, out = tmp_path / "data", tmp_path / "arm"
-    (out / "model").mkdir(parents=True)
-    source.mkdir()
+    _finished(source, ["records", "mine"])
     (source / "timings.json").write_text(json.dumps({"mine": 300.0, "synth": 2800.0, "vote": 700.0}))
+    run = recipe.recipe_run(recipe.parse_args(["--out", str(out), "--epochs", "0.5", "--bf16",
+                                               "--synth-dtype", "bfloat16"]))
+    (out / "model").mkdir(parents=True)
+    for stage in run.stages:
+        run._record_settings(stage)
+    run.record["reused_from"] = str(source)
     (out / "timings.json").write_text(json.dumps({"train": 5100.0}))
-    (out / "recipe.json").write_text(json.dumps({"seed": 0, "epochs": 0.5, "bf16": True, "synth_dtype": "bfloat16",
-                                                 "records": 2600, "train_seed": None,
-                                                 "reused_from": str(source)}))
     (out / "model" / "training_config.json").write_text(json.dumps({"epochs": 1.0, "output": "x"}))
-    card = recipe.model_card(out, recipe.parse_args(["--out", str(out)]), "0" * 64)
+    card = recipe.model_card(run, None, "0" * 64)
     command = next(line for line in card.splitlines() if line.startswith("python examples/train_default.py"))
-    assert command == "python examples/train_default.py --out DIR --epochs 0.5 --bf16 --synth-dtype bfloat16"
+    assert command == "python examples/train_default.py --out DIR --synth-dtype bfloat16 --epochs 0.5 --bf16"
     recipe.parse_args(command.split()[2:])  # the card's command is one the recipe accepts
     times = json.loads(next(line for line in card.splitlines() if line.startswith("Stage times")).split(": ", 1)[1])
     assert times == {"mine": 300.0, "synth": 2800.0, "vote": 700.0, "train": 5100.0}

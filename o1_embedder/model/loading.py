@@ -5,13 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
-from o1_embedder.files import looks_like_path, staging_dir
+from o1_embedder.files import looks_like_path, replace_folder
 from o1_embedder.generation.backends import float_dtype
 from o1_embedder.model.default import DEFAULT_BACKBONE_HUB_ID, DEFAULT_PROMPT_FORMAT, default_backbone_path
 from o1_embedder.model.module import CONFIG_FILE, QUERY_PROMPT, O1Embedder
@@ -183,26 +181,12 @@ def save_model(model: SentenceTransformer, path: str | os.PathLike, *, force: bo
     """
     check_model_target(path, force=force, inputs=inputs)
     target = Path(os.path.abspath(path))  # "." and "dir/.." have no name of their own to stage beside
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_dir(target, prefix=f".{target.name}-")
-    try:
+
+    def write(staging: Path) -> None:
         model.save(str(staging))
         (staging / "README.md").write_text(_card(model, target.name), encoding="utf-8")
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            try:
-                os.replace(staging, target)
-            except BaseException:
-                os.replace(old / target.name, target)  # the earlier model back in place
-                raise
-            finally:
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return replace_folder(target, write)
 
 
 def _card(model: SentenceTransformer, name: str) -> str:

@@ -31,6 +31,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from o1_embedder.pipeline.common import evaluate_models, progress, train_stage, writer_model
 from o1_embedder.pipeline.runner import Run, RunError, Stage, log
 
 __all__ = ["ADAPT_STAGES", "AdaptConfig", "adapt", "adapt_run"]
@@ -190,25 +191,6 @@ def min_documents(config: AdaptConfig) -> int:
     return max(config.batch_size, config.negatives + 2)
 
 
-def _writer_model(config: AdaptConfig):
-    """The model being adapted, in the writing stages' dtype, thought cache off."""
-    import torch
-
-    from o1_embedder.model.loading import load_model
-
-    model = load_model(config.model)
-    if config.resolved_dtype() == "bfloat16":
-        model.to(torch.bfloat16)
-    model[0].thought_cache = None
-    return model
-
-
-def _progress(total: int, desc: str, unit: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
-
-
 def _plan(corpus, config: AdaptConfig) -> list[tuple[int, str]]:
     """``(document index, kind)`` slots: documents in seeded order, kinds rotated, each document at most once
     per kind, until ``train_queries`` slots (kinds a document has none of are replaced by its next kind)."""
@@ -245,7 +227,7 @@ def stage_queries(run: Run, config: AdaptConfig) -> None:
     from o1_embedder.generation.settings import GenerationSettings
     from o1_embedder.generation.transformers_backend import TransformersBackend
     from o1_embedder.synthesis.queries import clean_question, inverse_cloze, question_prompt, title_query
-    from o1_embedder.synthesis.teacher import CorpusTeacher
+    from o1_embedder.synthesis.teacher import CorpusTeacher, parse_teacher
 
     corpus = _corpus(run, config)
     slots = _plan(corpus, config)
@@ -256,12 +238,12 @@ def stage_queries(run: Run, config: AdaptConfig) -> None:
         questions.update({r["query_id"]: r["question"] for r in writer.existing})
         todo = [i for i in asked if corpus.ids[i] not in writer.done]
         if todo:
-            model = _writer_model(config)
+            model = writer_model(config.model, config.dtype)
             backend = TransformersBackend(model[0].model, tokenizer=model[0].tokenizer,
                                           settings=GenerationSettings(max_new_tokens=config.question_tokens,
                                                                       do_sample=False),
                                           batch_size=config.writer_batch_size)
-            bar = _progress(len(asked), "queries: writing questions", "question")
+            bar = progress(len(asked), "queries: writing questions", "question")
             bar.update(len(asked) - len(todo))
             step = 4 * config.writer_batch_size
             for start in range(0, len(todo), step):
@@ -280,7 +262,8 @@ def stage_queries(run: Run, config: AdaptConfig) -> None:
     kept_rank: dict[int, int] = {}
     written = [i for i in asked if questions.get(corpus.ids[i])]
     if written:
-        teacher = CorpusTeacher(full, config.teacher, show_progress_bar=True)
+        teacher = CorpusTeacher(full, parse_teacher(config.teacher)[0], show_progress_bar=True,
+                                cache_dir=str(run.path("embedding-cache")))
         top, _ = teacher.search([questions[corpus.ids[i]] for i in written], config.round_trip_k)
         kept_rank = {i: int(list(row).index(i)) + 1 for i, row in zip(written, top) if i in row}
 
@@ -327,16 +310,16 @@ def _teacher_corpus(corpus, records: list[dict]) -> tuple[list[str], dict[str, i
 def stage_mine(run: Run, config: AdaptConfig) -> None:
     """Stage 2: hard negatives (``mined.jsonl``)."""
     from o1_embedder.data.records import RecordFile, Stage as RecordStage, write_records_atomic
-    from o1_embedder.synthesis.teacher import CorpusTeacher
+    from o1_embedder.synthesis.teacher import CorpusTeacher, parse_teacher
 
     corpus = _corpus(run, config)
     records = list(RecordFile(run.path("pseudo_queries.jsonl"), RecordStage.BASE))
     texts, index = _teacher_corpus(corpus, records)
     doc_index = {d: i for i, d in enumerate(corpus.ids)}
-    teacher = CorpusTeacher(texts, [m for m in config.teacher if not m.startswith("cross-encoder:")],
-                            show_progress_bar=True)
+    teacher = CorpusTeacher(texts, parse_teacher(config.teacher)[0],
+                            show_progress_bar=True, cache_dir=str(run.path("embedding-cache")))
     out, failed, short = [], 0, 0
-    bar = _progress(len(records), "mine", "query")
+    bar = progress(len(records), "mine", "query")
     chunk_size = 128
     for start in range(0, len(records), chunk_size):
         chunk = records[start:start + chunk_size]
@@ -370,9 +353,9 @@ def stage_teacher(run: Run, config: AdaptConfig) -> None:
     corpus = _corpus(run, config)
     records = list(RecordFile(run.path("mined.jsonl"), RecordStage.MINED))
     texts, _ = _teacher_corpus(corpus, list(RecordFile(run.path("pseudo_queries.jsonl"), RecordStage.BASE)))
-    teacher = CorpusTeacher(texts, config.teacher, show_progress_bar=True)
+    teacher = CorpusTeacher(texts, config.teacher, show_progress_bar=True, cache_dir=str(run.path("embedding-cache")))
     out = []
-    bar = _progress(len(records), "teacher", "query")
+    bar = progress(len(records), "teacher", "query")
     chunk_size = 128
     for start in range(0, len(records), chunk_size):
         chunk = records[start:start + chunk_size]
@@ -395,7 +378,7 @@ def stage_synth(run: Run, config: AdaptConfig) -> None:
     from o1_embedder.synthesis.thinking_backend import QUERY_ONLY_PROMPT, ThinkingBackend
 
     records = RecordFile(run.path("scored.jsonl"), RecordStage.MINED)
-    model = _writer_model(config)
+    model = writer_model(config.model, config.dtype)
     settings = model[0].generation_settings.replace(do_sample=True, temperature=config.thought_temperature,
                                                     top_p=0.9, seed=config.seed)
     backend = ThinkingBackend(model, settings=settings, batch_size=config.writer_batch_size)
@@ -425,55 +408,23 @@ def stage_vote(run: Run, config: AdaptConfig) -> None:
 
 def stage_train(run: Run, config: AdaptConfig) -> None:
     """Stage 6: LoRA training on the starting model (``model/``, ``adapter/``, checkpoints beside)."""
-    from o1_embedder.training import train
-
-    result = train(config.train_config())
-    run.path("train_log.json").write_text(json.dumps(result.log_history, indent=1) + "\n")
-    history = [h for h in result.log_history if "contrastive" in h]
-    if history:
-        log("train: " + ", ".join(f"{k} {history[0][k]:.3f} -> {history[-1][k]:.3f}"
-                                  for k in ("contrastive", "generation", "distillation") if k in history[0]))
+    train_stage(run, config.train_config())
     write_card(run, config)
 
 
 def stage_eval(run: Run, config: AdaptConfig) -> None:
     """Stage 7 (``--eval``): before vs after on the corpus's own queries and judgments."""
-    from o1_embedder.evaluation import evaluate_bm25, evaluate_dense, write_report
     from o1_embedder.evaluation.job import resolve_dataset
-    from o1_embedder.evaluation.significance import paired_comparisons
-    from o1_embedder.model.loading import MINILM, load_comparison_model, load_model
+    from o1_embedder.model.loading import MINILM
 
     data = resolve_dataset(config.corpus, split=config.eval_split)
-    cache_dir = run.path("embedding-cache")
-    dtype = config.resolved_dtype()
-    results = []
-    for label, name in (("before", config.model), ("adapted", str(run.path("model")))):
-        model = load_model(name)
-        if dtype == "bfloat16":
-            import torch
-
-            model.to(torch.bfloat16)
-        if config.eval_document_tokens:
-            model.max_seq_length = config.eval_document_tokens
-        for think in (True, False):
-            result = evaluate_dense(model, data, name=f"{label} ({'think' if think else 'no think'})",
-                                    query_kwargs={"think": think}, cache_dir=cache_dir, batch_size=16,
-                                    query_batch_size=64)
-            results.append(result)
-            log(f"eval: {result['name']} nDCG@10={result['metrics']['ndcg@10']:.4f}")
-        del model
-    results.append(evaluate_bm25(data))
-    results.append(evaluate_dense(load_comparison_model(MINILM), data, name=MINILM, cache_dir=cache_dir,
-                                  batch_size=32))
-    for r in results[-2:]:
-        log(f"eval: {r['name']} nDCG@10={r['metrics']['ndcg@10']:.4f}")
-    tests = paired_comparisons(results, [("adapted (think)", "before (think)"),
-                                         ("adapted (no think)", "before (no think)"),
-                                         ("adapted (think)", "adapted (no think)"),
-                                         ("adapted (think)", "BM25"), ("adapted (think)", MINILM)])
-    title = f"{data.name}: {len(data.queries)} queries, {len(data.corpus)} documents (adapted on the documents only)"
-    paths = write_report(results, run.path("eval"), title, comparisons=tests)
-    print(Path(paths["md"]).read_text(encoding="utf-8"), flush=True)
+    evaluate_models(
+        data, [("before", config.model), ("adapted", str(run.path("model")))], run.path("eval"),
+        pairs=[("adapted (think)", "before (think)"), ("adapted (no think)", "before (no think)"),
+               ("adapted (think)", "adapted (no think)"), ("adapted (think)", "BM25"),
+               ("adapted (think)", MINILM)],
+        cache_dir=run.path("embedding-cache"), dtype=config.dtype, document_tokens=config.eval_document_tokens,
+        title=f"{data.name}: {len(data.queries)} queries, {len(data.corpus)} documents (adapted on the documents only)")
     write_card(run, config)
 
 

@@ -26,18 +26,22 @@ QUESTION_INSTRUCTION = ("Write a question that a reader could ask a search engin
                         "question only, ending with a question mark.")
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+#: a sentence starts with a capital, a digit, a quote or a parenthesis (fewer false splits after "e.g.")
+_CASED_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
-def sentences(text: str) -> list[str]:
-    """The sentences of ``text`` (split after ``.``, ``!`` or ``?`` followed by space), whitespace collapsed."""
-    return [s for s in (" ".join(part.split()) for part in _SENTENCE_END.split(text.strip())) if s]
+def sentences(text: str, *, cased: bool = False) -> list[str]:
+    """The sentences of ``text``: split after ``.``, ``!`` or ``?`` followed by space (``cased``: and by a capital,
+    digit, quote or parenthesis, for cased text), whitespace collapsed."""
+    pattern = _CASED_SENTENCE_END if cased else _SENTENCE_END
+    return [s for s in (" ".join(part.split()) for part in pattern.split(text.strip())) if s]
 
 
-def inverse_cloze(text: str, rng: random.Random, *, min_words: int = 6, max_words: int = 40
+def inverse_cloze(text: str, rng: random.Random, *, min_words: int = 6, max_words: int = 40, cased: bool = False
                   ) -> tuple[str, str] | None:
     """``(sentence, text without it)`` for a sentence other than the first of a document with 3+ sentences
     and ``min_words``-``max_words`` words, or ``None`` when there is none."""
-    parts = sentences(text)
+    parts = sentences(text, cased=cased)
     choices = [i for i in range(1, len(parts)) if min_words <= len(parts[i].split()) <= max_words]
     if len(parts) < 3 or not choices:
         return None

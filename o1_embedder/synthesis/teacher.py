@@ -62,7 +62,7 @@ class CorpusTeacher:
     """Fused committee scores against ``texts`` (see the module docstring)."""
 
     def __init__(self, texts: Sequence[str], members: Sequence[str] = DEFAULT_TEACHER, *, batch_size: int = 64,
-                 show_progress_bar: bool = False):
+                 show_progress_bar: bool = False, cache_dir: str | None = None):
         retrieval, cross = parse_teacher(members)
         self.texts = list(texts)
         self.names = list(members)
@@ -70,16 +70,26 @@ class CorpusTeacher:
         self.show_progress_bar = show_progress_bar
         self._bm25: BM25Index | None = None
         self._dense: list[tuple[object, np.ndarray]] = []
+        from o1_embedder.evaluation.retrieval import EmbeddingCache, embed_corpus, model_fingerprint
         from o1_embedder.model.loading import load_comparison_model
 
+        cache = EmbeddingCache(cache_dir) if cache_dir else None
         for name in retrieval:
             if name.lower() == "bm25":
                 self._bm25 = BM25Index(self.texts)
-            else:
-                model = load_comparison_model(name)
-                emb = model.encode_document(self.texts, batch_size=batch_size, convert_to_numpy=True,
-                                            normalize_embeddings=True, show_progress_bar=show_progress_bar)
-                self._dense.append((model, np.asarray(emb, dtype=np.float32)))
+                continue
+            model = load_comparison_model(name)
+
+            def compute(model=model):
+                return embed_corpus(model, self.texts, batch_size, show_progress_bar=show_progress_bar)
+
+            if cache is None:
+                emb = compute()
+            else:  # the corpus is embedded once for every stage that asks (mining, teacher scores)
+                keys = EmbeddingCache.corpus_key_parts(model_fingerprint(model),
+                                                       [str(i) for i in range(len(self.texts))], self.texts)
+                emb = cache.get_or_compute(keys, compute, expected_rows=len(self.texts))
+            self._dense.append((model, np.asarray(emb, dtype=np.float32)))
         self._cross = None
         if cross:
             from sentence_transformers import CrossEncoder
