@@ -121,6 +121,7 @@ def train(config: TrainConfig) -> TrainResult:
     from o1_embedder.training.data import load_training_data
     from o1_embedder.training.lora import add_lora, merge_lora, save_adapter
     from o1_embedder.training.loss import CachedJointLoss, JointLoss
+    from o1_embedder.training.guard import check_collapse, check_resume, probe
     from o1_embedder.training.trainer import JointTrainer
 
     if config.lora is False and config.adapter_output:
@@ -133,6 +134,12 @@ def train(config: TrainConfig) -> TrainResult:
               config.backbone if config.backbone and os.path.isdir(config.backbone) else None)
     read = starts + (config.data, config.eval_data)  # an input inside the output folder would be deleted with it
     check_model_target(config.output, force=config.force, inputs=read)  # before any work, not after training
+    if config.adapter_output:
+        from o1_embedder.files import check_creatable
+
+        check_creatable(config.adapter_output, "adapter_output")
+        if os.path.isfile(config.adapter_output):
+            raise ValueError(f"adapter_output {config.adapter_output} is a file; name a folder")
     dataset = load_training_data(config.data, require_negatives=config.num_negatives > 0)
     evaluator = None
     if config.eval_data:  # validated before the model is loaded, like the training data
@@ -172,12 +179,20 @@ def train(config: TrainConfig) -> TrainResult:
     trainer = JointTrainer(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator,
                            evaluator=evaluator)
     checkpoint = latest_checkpoint(args.output_dir) if config.resume else None
+    if _rank() == 0:
+        check_resume(config, args.output_dir, checkpoint)
     if checkpoint:
         print(f"resuming from {checkpoint}", flush=True)
+    elif config.resume:
+        print(f"--resume: no complete checkpoint in {args.output_dir}; training starts from the beginning", flush=True)
+    probe_texts = list(dict.fromkeys(dataset["positive"]))[:16]
+    before = probe(model, probe_texts)
     trainer.train(resume_from_checkpoint=checkpoint)
     logger.info("rank %d finished training: %s", _rank(), trainer.state.log_history[-1])
     print(f"rank {_rank()} finished training after {trainer.state.global_step} steps", flush=True)
     output = Path(config.output)
+    check_collapse(before, probe(model, probe_texts), trainer.state.log_history, config.learning_rate,
+                   str(config.output))
     if trainer.is_world_process_zero():
         model.max_seq_length = saved_document_tokens
         if config.adapter_output:
@@ -200,19 +215,12 @@ def checkpoint_folder(output: str | os.PathLike) -> str:
 
 
 def latest_checkpoint(folder: str) -> str | None:
-    """The ``checkpoint-N`` folder with the highest N that holds a complete checkpoint, or ``None``."""
-    from o1_embedder.training.trainer import TRAINABLE_FILE
+    """The ``checkpoint-N`` folder with the highest N whose files all read back (a damaged newer one is named
+    and skipped), or ``None``."""
+    from o1_embedder.training.guard import complete_checkpoints
 
-    if not os.path.isdir(folder):
-        return None
-    steps = []
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        if name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit() and \
-                os.path.isfile(os.path.join(path, TRAINABLE_FILE)) and \
-                os.path.isfile(os.path.join(path, "trainer_state.json")):
-            steps.append((int(name[len("checkpoint-"):]), path))
-    return max(steps)[1] if steps else None
+    complete = complete_checkpoints(folder)
+    return complete[-1] if complete else None
 
 
 @dataclass
