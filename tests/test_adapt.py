@@ -193,3 +193,30 @@ def test_plan_rotates_kinds_and_caps_queries(beir):
     assert len(slots) == 60 and len(set(slots)) == 60  # a document at most once per kind
     kinds = [k for _, k in slots[:30]]
     assert all(kinds.count(k) >= 6 for k in ("question", "title", "sentence")), kinds
+
+
+def test_teacher_fuses_members_and_its_committee_reuses_corpus_embeddings(beir, tmp_path):
+    import numpy as np
+
+    from o1_embedder.synthesis.teacher import CorpusTeacher
+    from o1_embedder.synthesis.vote import DenseMember, load_committee
+
+    texts = load_corpus(beir).full_texts()[:20]
+    queries = ["boundary layer transition on a flat plate", "heat transfer in hypersonic flow"]
+    fused = CorpusTeacher(texts, ["bm25", "all-MiniLM-L6-v2"], cache_dir=str(tmp_path))
+    parts = [CorpusTeacher(texts, [m]).scores(queries) for m in ("bm25", "all-MiniLM-L6-v2")]
+    for part in parts:  # each member standardised over the corpus for each query
+        assert np.allclose(part.mean(axis=1), 0, atol=1e-4) and np.allclose(part.std(axis=1), 1, atol=1e-3)
+    assert np.allclose(fused.scores(queries), (parts[0] + parts[1]) / 2, atol=1e-4)
+    top, _ = fused.search(queries, 5)
+    assert top.shape == (2, 5) and (top[:, 0] == fused.scores(queries).argmax(axis=1)).all()
+    assert len(list(tmp_path.glob("*.npy"))) == 1  # the corpus embeddings are cached on disk
+
+    group = [(queries, texts[:6])]
+    remembered = [m for m in fused.committee() if isinstance(m, DenseMember)][0]
+    fresh = [m for m in load_committee(["all-MiniLM-L6-v2"]) if isinstance(m, DenseMember)][0]
+    calls = []
+    encode = remembered.model.encode_document
+    remembered.model.encode_document = lambda texts, **kw: calls.append(len(texts)) or encode(texts, **kw)
+    assert np.allclose(remembered.score(group)[0], fresh.score(group)[0], atol=1e-5)
+    assert calls == []  # remembered passages are never encoded again: only the queries are

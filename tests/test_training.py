@@ -140,6 +140,18 @@ def test_distillation_with_teacher_scores(small_model):
     assert "distillation" in losses and torch.isfinite(losses["distillation"]) and losses["distillation"] > 0
 
 
+def test_distillation_term_is_on_the_contrastive_scale(small_model):
+    """KL(teacher || student) with the student's scores at the InfoNCE temperature, not shrunk by temperature**2."""
+    loss = JointLoss(small_model, temperature=0.05, distillation_weight=1.0)
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    passages = [torch.nn.functional.normalize(torch.randn(3, 8), dim=-1) for _ in range(3)]
+    labels = torch.tensor([[3.0, 1.0, 0.0], [0.5, 2.0, 1.0], [1.0, 1.0, 4.0]])
+    student = torch.stack([(q * p).sum(-1) for p in passages], dim=1) / 0.05
+    expected = torch.nn.functional.kl_div(student.log_softmax(1), labels.softmax(1), reduction="batchmean")
+    assert torch.allclose(loss.score(q, passages, labels)["distillation"], expected, atol=1e-5)
+
+
 def _first_last(history, key):
     values = [h[key] for h in history if key in h]
     return sum(values[:2]) / 2, sum(values[-2:]) / 2

@@ -391,14 +391,16 @@ def stage_synth(run: Run, config: AdaptConfig) -> None:
 
 
 def stage_vote(run: Run, config: AdaptConfig) -> None:
-    """Stage 5: the committee keeps one candidate per query (``voted.jsonl``, the training file)."""
+    """Stage 5: the committee keeps one candidate per query (``voted.jsonl``; ``train.jsonl`` the training file)."""
     from o1_embedder.data.records import RecordFile, Stage as RecordStage, write_records_atomic
-    from o1_embedder.synthesis.teacher import parse_teacher
-    from o1_embedder.synthesis.vote import load_committee, vote
+    from o1_embedder.synthesis.teacher import CorpusTeacher, parse_teacher
+    from o1_embedder.synthesis.vote import vote
 
-    members = load_committee(parse_teacher(config.teacher)[0])
+    corpus = _corpus(run, config)
+    texts, _ = _teacher_corpus(corpus, list(RecordFile(run.path("pseudo_queries.jsonl"), RecordStage.BASE)))
+    teacher = CorpusTeacher(texts, parse_teacher(config.teacher)[0], cache_dir=str(run.path("embedding-cache")))
     records = RecordFile(run.path("candidates.jsonl"), RecordStage.CANDIDATES)
-    report = vote(records, members, run.path("voted.jsonl"), log=logger.info, show_progress_bar=True)
+    report = vote(records, teacher.committee(), run.path("voted.jsonl"), log=logger.info, show_progress_bar=True)
     log(f"vote: {report.summary()}")
     voted = {r["query_id"]: r for r in RecordFile(run.path("voted.jsonl"), RecordStage.TRAINING)}
     rows = [voted.get(r["query_id"], r) for r in RecordFile(run.path("scored.jsonl"), RecordStage.MINED)]

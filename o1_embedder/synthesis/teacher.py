@@ -69,7 +69,7 @@ class CorpusTeacher:
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
         self._bm25: BM25Index | None = None
-        self._dense: list[tuple[object, np.ndarray]] = []
+        self._dense: list[tuple[object, np.ndarray, str]] = []
         from o1_embedder.evaluation.retrieval import EmbeddingCache, embed_corpus, model_fingerprint
         from o1_embedder.model.loading import load_comparison_model
 
@@ -89,12 +89,28 @@ class CorpusTeacher:
                 keys = EmbeddingCache.corpus_key_parts(model_fingerprint(model),
                                                        [str(i) for i in range(len(self.texts))], self.texts)
                 emb = cache.get_or_compute(keys, compute, expected_rows=len(self.texts))
-            self._dense.append((model, np.asarray(emb, dtype=np.float32)))
+            self._dense.append((model, np.asarray(emb, dtype=np.float32), name))
         self._cross = None
         if cross:
             from sentence_transformers import CrossEncoder
 
             self._cross = CrossEncoder(cross)
+
+    def committee(self) -> list:
+        """The retrieval members as vote committee members (:mod:`o1_embedder.synthesis.vote`), the dense ones
+        knowing every corpus embedding already computed, so voting encodes only queries and thoughts."""
+        from o1_embedder.synthesis.vote import BM25Member, DenseMember
+
+        members = []
+        for name in self.names:
+            if name.lower() == "bm25":
+                members.append(BM25Member())
+        for model, doc_emb, name in self._dense:
+            member = DenseMember(model, name=name, batch_size=self.batch_size)
+            member.remember(self.texts, doc_emb)
+            members.append(member)
+        order = {name: i for i, name in enumerate(self.names)}
+        return sorted(members, key=lambda m: order.get(m.name, len(order)))
 
     def describe(self) -> dict:
         return {"members": self.names, "fusion": "mean of per-query z-scores over the corpus"}
@@ -106,7 +122,7 @@ class CorpusTeacher:
         if self._bm25 is not None:
             parts.append(_standardise(np.stack([self._bm25.scores(q) for q in queries]) if queries
                                       else np.zeros((0, len(self.texts)))))
-        for model, doc_emb in self._dense:
+        for model, doc_emb, _ in self._dense:
             q = model.encode_query(queries, batch_size=self.batch_size, convert_to_numpy=True,
                                    normalize_embeddings=True, show_progress_bar=False)
             parts.append(_standardise(np.asarray(q, dtype=np.float32) @ doc_emb.T))

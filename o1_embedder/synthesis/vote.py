@@ -92,6 +92,26 @@ class DenseMember(CommitteeMember):
         self.model = model
         self.name = name or getattr(getattr(model, "model_card_data", None), "base_model", None) or "dense"
         self.batch_size = batch_size
+        self.known: dict[str, np.ndarray] = {}
+
+    def remember(self, passages: Sequence[str], embeddings: np.ndarray) -> None:
+        """Passage embeddings already computed with this model (``encode_document``): never encoded again."""
+        if len(passages) != len(embeddings):
+            raise ValueError(f"{len(passages)} passages but {len(embeddings)} embeddings")
+        self.known.update(zip(passages, np.asarray(embeddings)))
+
+    def _passage_embeddings(self, passages: list[str]):
+        import torch
+
+        new = [p for p in passages if p not in self.known]
+        if new:
+            emb = self.model.encode_document(new, batch_size=self.batch_size, convert_to_numpy=True,
+                                             show_progress_bar=False)
+            if not self.known:  # nothing remembered: no need to keep what this call encoded
+                order = {p: i for i, p in enumerate(new)}
+                return torch.from_numpy(np.asarray(emb)[[order[p] for p in passages]])
+            self.known.update(zip(new, np.asarray(emb)))
+        return torch.from_numpy(np.stack([self.known[p] for p in passages]))
 
     def score(self, groups):
         queries = list(dict.fromkeys(q for qs, _ in groups for q in qs))
@@ -100,8 +120,7 @@ class DenseMember(CommitteeMember):
         p_index = {p: i for i, p in enumerate(passages)}
         q_emb = self.model.encode_query(queries, batch_size=self.batch_size, convert_to_tensor=True,
                                         show_progress_bar=False)
-        p_emb = self.model.encode_document(passages, batch_size=self.batch_size, convert_to_tensor=True,
-                                           show_progress_bar=False)
+        p_emb = self._passage_embeddings(passages).to(device=q_emb.device, dtype=q_emb.dtype)
         out = []
         for qs, ps in groups:
             sim = self.model.similarity(q_emb[[q_index[q] for q in qs]], p_emb[[p_index[p] for p in ps]])

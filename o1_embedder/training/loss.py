@@ -26,9 +26,11 @@ class JointLoss(nn.Module):
         temperature: InfoNCE temperature (reference: 0.02).
         contrastive_weight / generation_weight: term weights (reference: 0.8 / 0.2).
         distillation_weight: weight of KL(teacher || student) over each query's own group (positive and its
-            hard negatives) when the data has teacher scores (0 disables it). As Sentence-Transformers'
-            ``DistillKLDivLoss``, the student's scores use ``temperature`` and the term is multiplied by
-            ``temperature**2`` to keep its gradients on the contrastive term's scale.
+            hard negatives) when the data has teacher scores (0 disables it). The student's scores use
+            ``temperature``, as in the contrastive term, and the KL is taken as it is: Sentence-Transformers'
+            ``DistillKLDivLoss`` multiplies it by ``temperature**2`` (Hinton's correction for a hard-label loss at
+            temperature 1), which at 0.02 would leave its gradients 2,500 times weaker than InfoNCE's, whose
+            scores are divided by the same temperature; that factor is undone here.
         teacher_temperature: softmax temperature of the teacher scores.
         cross_device_negatives: gather passages from all ranks as extra negatives when distributed.
 
@@ -88,8 +90,8 @@ class JointLoss(nn.Module):
         losses = {"contrastive": self.contrastive_weight * self.contrastive.compute_loss_from_embeddings(
             embeddings, labels)}
         if self.distillation_weight > 0 and labels is not None:
-            losses["distillation"] = self.distillation_weight * self.distillation.compute_loss_from_embeddings(
-                embeddings, labels.to(q.dtype))
+            kl = self.distillation.compute_loss_from_embeddings(embeddings, labels.to(q.dtype))
+            losses["distillation"] = self.distillation_weight * kl / self.temperature ** 2
         return losses
 
 
