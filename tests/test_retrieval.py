@@ -263,3 +263,19 @@ def test_write_report_writes_three_files_with_the_numbers(tmp_path):
     # Without generated tokens the column is left out.
     write_report(results[:1], tmp_path / "plain", "Plain")
     assert "tokens/query" not in (tmp_path / "plain" / "results.md").read_text()
+
+
+def test_mteb_result_files_read_back_with_mtebs_own_loaders(tmp_path):
+    """Each row is an mteb model of its own (think and no think never averaged), read by TaskResult and ResultCache."""
+    import mteb
+
+    results = [{"name": name, "dataset": "toy", "split": "test", "run": {"q1": {"d1": 1.0}},
+                "metrics": {"ndcg@10": score, "mrr@10": score, "recall@100": 1.0}, "seconds_per_query": 0.1}
+               for name, score in (("trained (think)", 0.41), ("trained (no think)", 0.38), ("BM25", 0.33))]
+    paths = write_report(results, tmp_path / "report", "Toy")
+    task_file = paths["mteb:trained_think"]
+    assert mteb.TaskResult.from_disk(task_file).get_score() == pytest.approx(0.41)
+    loaded = mteb.ResultCache(cache_path=tmp_path / "report" / "mteb").load_results(include_remote=False)
+    scores = {r.model_name: r.task_results[0].get_score() for r in loaded.model_results}
+    assert scores == pytest.approx({"o1-embedder/trained-think": 0.41, "o1-embedder/trained-no-think": 0.38,
+                                    "o1-embedder/bm25": 0.33})

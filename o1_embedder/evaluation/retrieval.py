@@ -8,6 +8,7 @@ with other query settings (thinking on/off, more thoughts) never re-embeds the c
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -407,28 +408,14 @@ def trec_run_text(run: Mapping[str, Mapping[str, float]], tag: str) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def mteb_result(result: Mapping[str, Any]) -> dict[str, Any]:
-    """One result in mteb's result-file layout (``TaskResult``: task name, scores per split, main score)."""
-    metrics = result.get("metrics", {})
-    scores = {key.replace("@", "_at_"): value for key, value in metrics.items()}
-    return {
-        "dataset_revision": None,
-        "task_name": result.get("dataset"),
-        "mteb_version": None,
-        "evaluation_time": result.get("seconds_corpus", 0.0) + result.get("seconds_queries", 0.0),
-        "kg_co2_emissions": None,
-        "scores": {result.get("split", "test"): [{**scores, "main_score": metrics.get("ndcg@10"),
-                                                   "hf_subset": "default", "languages": ["eng-Latn"]}]},
-    }
-
-
 def write_report(results: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, title: str,
                  comparisons: Sequence[Mapping[str, Any]] = ()) -> dict[str, Path]:
     """Write ``results.json``, ``results.md`` and ``results.png`` (each atomically) and return their paths.
 
     Results that carry their ``run`` also get a TREC run file (``runs/NAME.trec``, readable by trec_eval
     and ``pytrec_eval``; not written, with a warning, when ids contain spaces, which that format cannot hold)
-    and an mteb-style result file (``mteb/NAME/no_revision_available/TASK.json``).
+    and an mteb result file (``mteb/results/o1-embedder__NAME/REVISION/TASK.json`` with its ``model_meta.json``,
+    read back by ``mteb.ResultCache(cache_path=OUT/"mteb")``; written when mteb is installed).
     ``comparisons`` are paired tests (:func:`~o1_embedder.evaluation.significance.paired_comparisons`),
     listed under the table and kept in the JSON.
     """
@@ -449,9 +436,10 @@ def write_report(results: Sequence[Mapping[str, Any]], out_dir: str | os.PathLik
                            "whitespace-separated); results.json and the mteb file hold the scores", name)
         else:
             paths[f"trec:{name}"] = atomic_write_text(out / "runs" / f"{name}.trec", trec_run_text(run, name))
-        task = slug(str(result.get("dataset") or "task"))
-        paths[f"mteb:{name}"] = atomic_write_text(out / "mteb" / name / "no_revision_available" / f"{task}.json",
-                                                  json.dumps(mteb_result(result), indent=2) + "\n")
+        if importlib.util.find_spec("mteb") is not None:
+            from o1_embedder.evaluation.mteb.results import write_task_result
+
+            paths[f"mteb:{name}"] = write_task_result(result, out / "mteb")
     stored = [{k: v for k, v in r.items() if k != "run"} for r in results]
     payload = {"title": title, "results": stored, "comparisons": [dict(c) for c in comparisons]}
     atomic_write_text(paths["json"], json.dumps(payload, indent=2, default=_json_default) + "\n")
