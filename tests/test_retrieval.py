@@ -279,3 +279,17 @@ def test_mteb_result_files_read_back_with_mtebs_own_loaders(tmp_path):
     scores = {r.model_name: r.task_results[0].get_score() for r in loaded.model_results}
     assert scores == pytest.approx({"o1-embedder/trained-think": 0.41, "o1-embedder/trained-no-think": 0.38,
                                     "o1-embedder/bm25": 0.33})
+
+
+def test_cost_of_cached_thoughts_is_marked(tmp_path):
+    """A warm thought cache makes thinking look free: such rows are marked, in the table and the chart."""
+    rows = [{"name": "o1 (think)", "metrics": {"ndcg@10": 0.4}, "seconds_per_query": 0.002,
+             "generated_tokens_per_query": 0.0, "query_stats": {"thoughts_from_cache": 10, "thoughts_generated": 0}},
+            {"name": "o1 (think, half)", "metrics": {"ndcg@10": 0.4}, "seconds_per_query": 0.05,
+             "generated_tokens_per_query": 16.0, "query_stats": {"thoughts_from_cache": 5, "thoughts_generated": 5}},
+            {"name": "o1 (no think)", "metrics": {"ndcg@10": 0.3}, "seconds_per_query": 0.03}]
+    markdown = write_report(rows, tmp_path, "Cached")["md"].read_text()
+    assert "| o1 (think) | 0.4000 | – | – | 0.0020 (cached) | 0.0 (cached) |" in markdown
+    assert "0.0500 (50% cached) | 16.0 (50% cached) |" in markdown
+    assert "| o1 (no think) | 0.3000 | – | – | 0.0300 | – |" in markdown
+    assert "not what thinking costs" in markdown

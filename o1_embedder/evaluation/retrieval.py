@@ -326,9 +326,28 @@ def _fmt(value, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def cached_share(result: Mapping[str, Any]) -> float:
+    """The share of a result's thoughts read from the thought cache (0 when it generated them all or none)."""
+    stats = result.get("query_stats") or {}
+    cached, generated = stats.get("thoughts_from_cache", 0), stats.get("thoughts_generated", 0)
+    return cached / (cached + generated) if cached + generated else 0.0
+
+
+def _cost(result: Mapping[str, Any], key: str, digits: int) -> str:
+    """A cost cell: marked when the thoughts came from the cache, since it then is not what thinking costs."""
+    text = _fmt(result.get(key), digits)
+    share = cached_share(result)
+    if share >= 0.995:
+        return f"{text} (cached)"
+    if share > 0:
+        return f"{text} ({share:.0%} cached)"
+    return text
+
+
 def results_markdown(results: Sequence[Mapping[str, Any]], title: str,
                      comparisons: Sequence[Mapping[str, Any]] = ()) -> str:
-    """The Markdown table of a report (one row per result), then the paired tests, if any."""
+    """The Markdown table of a report (one row per result), then the paired tests, if any. The cost of a row whose
+    thoughts came from the thought cache is marked as such: it is not what thinking costs."""
     with_tokens = any(r.get("generated_tokens_per_query") is not None for r in results)
     header = ["model", "nDCG@10", "MRR@10", "Recall@100", "seconds/query"] + (["tokens/query"] if with_tokens else [])
     align = ["---"] + ["---:"] * (len(header) - 1)
@@ -336,14 +355,18 @@ def results_markdown(results: Sequence[Mapping[str, Any]], title: str,
     for r in results:
         metrics = r.get("metrics", {})
         row = [str(r.get("name", "?")).replace("|", "\\|")] + [_fmt(metrics.get(m)) for m in HEADLINE_METRICS]
-        row.append(_fmt(r.get("seconds_per_query")))
+        row.append(_cost(r, "seconds_per_query", 4))
         if with_tokens:
-            row.append(_fmt(r.get("generated_tokens_per_query"), 1))
+            row.append(_cost(r, "generated_tokens_per_query", 1))
         lines.append("| " + " | ".join(row) + " |")
     datasets = sorted({f"{r['dataset']}" for r in results if r.get("dataset")})
     if datasets:
         lines += ["", f"Dataset: {', '.join(datasets)}. Metrics averaged over queries with a relevant judgment; "
                       "a query with no ranking counts as 0."]
+    if any(cached_share(r) > 0 for r in results):
+        lines += ["", "Rows marked cached read their thoughts from the thought cache: their seconds and tokens per "
+                      "query are not what thinking costs (run with --no-thought-cache, or "
+                      "O1_EMBEDDER_THOUGHT_CACHE=off, to measure it)."]
     if comparisons:
         lines += ["", "Paired tests over queries (nDCG@10; p: two-sided randomisation test, 10,000 sign flips; "
                       "CI: bootstrap 95% of the mean difference):", "",
@@ -366,20 +389,35 @@ def _bar_chart_png(results: Sequence[Mapping[str, Any]], title: str) -> bytes:
     labels = ["nDCG@10", "MRR@10", "Recall@100"]
     width = 0.8 / len(labels)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names) + 2), 4.5))
+    fig, (ax, cost) = plt.subplots(1, 2, figsize=(max(9.0, 2.4 * len(names) + 3), 4.8),
+                                   gridspec_kw={"width_ratios": [2, 1]})
+    rotate = {"rotation": 20 if len(names) > 3 else 0, "ha": "right" if len(names) > 3 else "center"}
     try:
         for i, (metric, label) in enumerate(zip(HEADLINE_METRICS, labels)):
             values = [float(r.get("metrics", {}).get(metric) or 0.0) for r in results]
             bars = ax.bar(x + (i - (len(labels) - 1) / 2) * width, values, width, label=label)
             ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
-        ax.set_xticks(x, names, rotation=15 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
+        ax.set_xticks(x, names, **rotate)
         top = max([float(r.get("metrics", {}).get(m) or 0.0) for r in results for m in HEADLINE_METRICS] + [0.0])
         ax.set_ylim(0, min(1.0, top) * 1.15 + 0.05)
         ax.set_ylabel("score")
         ax.set_title(title, fontsize=10)
         # The legend sits below the axes, never over a bar or its label.
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if len(names) <= 3 else -0.28), ncols=3,
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if len(names) <= 3 else -0.3), ncols=3,
                   fontsize=8, frameon=False)
+        # What each row costs per query: seconds, with generated tokens (or "cached") on the bar.
+        seconds = [float(r.get("seconds_per_query") or 0.0) for r in results]
+        bars = cost.bar(x, seconds, 0.6, color=["#bbbbbb" if cached_share(r) > 0 else "#4c72b0" for r in results])
+        notes = []
+        for r, value in zip(results, seconds):
+            tokens = r.get("generated_tokens_per_query")
+            note = f"{value:.3f}s" + (f"\n{tokens:.0f} tok" if tokens else "")
+            notes.append(note + ("\ncached" if cached_share(r) > 0 else ""))
+        cost.bar_label(bars, labels=notes, fontsize=7, padding=2)
+        cost.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
+        cost.set_ylim(0, max(seconds + [1e-3]) * 1.35)
+        cost.set_ylabel("seconds per query")
+        cost.set_title("cost per query (grey: thoughts from the cache)", fontsize=9)
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=120)
