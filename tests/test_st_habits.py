@@ -129,3 +129,44 @@ def test_saved_folder_carries_a_real_model_card(model, tmp_path):
 
 def tiny_backbone_name(model) -> str:
     return Path(model[0].model.config._name_or_path).name
+
+
+@pytest.mark.parametrize("name", ["query", "search_query", "question", "retrieval.query"])
+def test_query_prompt_names_and_prefixes_think(model, name):
+    q = model.encode_query(QUERIES[:2], convert_to_tensor=True)
+    assert torch.allclose(model.encode(QUERIES[:2], prompt_name=name, convert_to_tensor=True), q, atol=1e-5)
+    for prefix in (f"{name}: ", f"{name}:"):  # the E5 habit: the side named in the prompt text
+        assert torch.allclose(model.encode(QUERIES[:2], prompt=prefix, convert_to_tensor=True), q, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["passage", "text", "corpus", "document", "search_document"])
+def test_document_prompt_names_and_prefixes_embed_documents(model, name):
+    d = model.encode_document(DOCUMENTS, convert_to_tensor=True)
+    assert torch.allclose(model.encode(DOCUMENTS, prompt_name=name, convert_to_tensor=True), d, atol=1e-5)
+    assert torch.allclose(model.encode(DOCUMENTS, prompt=f"{name}: ", convert_to_tensor=True), d, atol=1e-5)
+
+
+def test_framework_query_paths(model, tmp_path):
+    """The calls LangChain (langchain-huggingface 1.2: HuggingFaceEmbeddings.embed_query with query_encode_kwargs)
+    and LlamaIndex (llama-index-embeddings-huggingface 0.8: SentenceTransformer(..., prompts={"query":
+    query_instruction, "text": text_instruction}), then encode(prompt_name="query" | "text")) make, with the
+    settings the README gives; the packages themselves pin huggingface_hub below 2 and are not installed here."""
+    from sentence_transformers import SentenceTransformer
+
+    from o1_embedder import save_model
+    from o1_embedder.model.module import QUERY_PROMPT
+
+    path = save_model(model, tmp_path / "m")
+    q = model.encode_query(QUERIES[:1], convert_to_tensor=True)
+    d = model.encode_document(DOCUMENTS, convert_to_tensor=True)
+    # LangChain: client = SentenceTransformer(model_name, **model_kwargs); embed_query -> client.encode([text],
+    # **query_encode_kwargs); embed_documents -> client.encode(texts, **encode_kwargs)
+    client = SentenceTransformer(str(path), trust_remote_code=True)
+    client[0].thought_cache = None
+    assert torch.allclose(client.encode(QUERIES[:1], prompt_name="query", convert_to_tensor=True), q, atol=1e-5)
+    assert torch.allclose(client.encode(DOCUMENTS, convert_to_tensor=True), d, atol=1e-5)
+    # LlamaIndex: the prompts are replaced by its instructions; query_instruction=QUERY_PROMPT routes queries
+    index = SentenceTransformer(str(path), trust_remote_code=True, prompts={"query": QUERY_PROMPT, "text": ""})
+    index[0].thought_cache = None
+    assert torch.allclose(index.encode(QUERIES[:1], prompt_name="query", convert_to_tensor=True), q, atol=1e-5)
+    assert torch.allclose(index.encode(DOCUMENTS, prompt_name="text", convert_to_tensor=True), d, atol=1e-5)

