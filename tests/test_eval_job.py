@@ -87,3 +87,39 @@ def test_eval_dtype_runs_the_models_in_that_type(saved_tiny, tmp_path):
     assert [r["dtype"] for r in runs["bfloat16"]["results"]] == ["bfloat16", "bfloat16"]
     assert [r["dtype"] for r in runs[None]["results"]] == ["float32", "float32"]
     assert runs[None]["results"][0]["corpus_cache_hit"] is False  # the bfloat16 corpus is cached apart
+
+
+def test_hybrid_rows_fuse_each_o1_row_with_bm25(saved_tiny, tmp_path):
+    out = tmp_path / "report"
+    code = main(["eval", "cranfield", "--model", saved_tiny, "--max-queries", "6", "--max-docs", "60",
+                 "--max-document-tokens", "32", "--cache-dir", str(tmp_path / "emb"), "--output", str(out),
+                 "--compare", "--hybrid"])
+    assert code == 0
+    report = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in report["results"]}
+    assert list(rows) == ["o1-embedder (think)", "o1-embedder (no think)", "BM25", "o1-embedder (think) + BM25",
+                          "o1-embedder (no think) + BM25"]
+    fused = rows["o1-embedder (think) + BM25"]
+    assert fused["parts"] == ["o1-embedder (think)", "BM25"] and fused["fusion"] == "minmax"
+    tests = {(c["a"], c["b"]) for c in report["comparisons"]}
+    assert {("o1-embedder (think) + BM25", "o1-embedder (think)"), ("o1-embedder (think) + BM25", "BM25")} <= tests
+    assert main(["eval", "cranfield", "--model", saved_tiny, "--no-bm25", "--hybrid"]) == 2
+
+
+def test_fuse_runs_by_hand():
+    from o1_embedder.evaluation.fusion import fuse_runs, fuse_scores
+
+    dense = {"q": {"a": 0.9, "b": 0.5, "c": 0.1}}
+    lexical = {"q": {"c": 12.0, "d": 8.0, "a": 2.0}}
+    # min-max: a = 1 + 0, b = 0.5 + 0 (missing), c = 0 + 1, d = 0 + 0.6
+    assert fuse_runs([dense, lexical])["q"] == pytest.approx({"a": 1.0, "c": 1.0, "d": 0.6, "b": 0.5})
+    assert list(fuse_runs([dense, lexical])["q"]) == ["a", "c", "d", "b"]  # ties broken by document id
+    rrf = fuse_runs([dense, lexical], method="rrf", k=0)
+    assert rrf["q"] == pytest.approx({"a": 1 + 1 / 3, "c": 1 / 3 + 1, "b": 1 / 2, "d": 1 / 2})
+    assert fuse_runs([dense, lexical], weights=[1.0, 0.0])["q"]["a"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        fuse_runs([dense], method="max")
+    with pytest.raises(ValueError, match="2 weights for 1 runs"):
+        fuse_runs([dense], weights=[1, 1])
+    z = fuse_scores([[[1.0, 2.0, 3.0]], [[5.0, 5.0, 5.0]]])
+    assert z[0].tolist() == pytest.approx([-1.2247, 0.0, 1.2247], abs=1e-4)

@@ -40,6 +40,8 @@ class EvalSettings:
     model: str = _opt("o1-embedder", "o1-embedder model folder or hub id (default: the embedded default)")
     compare: list[str] = _opt(None, "Sentence-Transformers models to compare with", factory=lambda: [MINILM])
     bm25: bool = _opt(True, "score BM25 too", no_help="leave BM25 out")
+    hybrid: bool = _opt(False, "also fuse each o1-embedder row with BM25 (normalised score sum of their top 100): "
+                               "rows 'NAME + BM25', with paired tests against each part")
     untrained: bool = _opt(True, "with the trained embedded default, also score its untrained backbone",
                            no_help="do not score the untrained backbone next to the trained embedded default")
     max_queries: int | None = _opt(None, "sample this many judged queries")
@@ -59,6 +61,8 @@ class EvalSettings:
     cache_dir: str | None = _opt(None, "corpus-embedding cache (default: ~/.cache/o1_embedder/embeddings)")
 
     def __post_init__(self) -> None:
+        if self.hybrid and not self.bm25:
+            raise ValueError("--hybrid fuses with BM25: drop --no-bm25")
         for name in ("max_queries", "max_docs", "batch_size", "query_batch_size", "num_thoughts", "max_new_tokens",
                      "max_document_tokens"):
             value = getattr(self, name)
@@ -83,8 +87,34 @@ def _configure(model, settings: EvalSettings) -> None:
         model.max_seq_length = settings.max_document_tokens
 
 
+def hybrid_result(dense: dict[str, Any], lexical: dict[str, Any], data: BeirDataset,
+                  method: str = "minmax") -> dict[str, Any]:
+    """The result of fusing two results' runs (:func:`~o1_embedder.evaluation.fusion.fuse_runs`), named
+    ``"DENSE + LEXICAL"``; its cost is the sum of theirs."""
+    from o1_embedder.evaluation.fusion import fuse_runs
+    from o1_embedder.evaluation.metrics import evaluate_run, query_ndcg
+
+    run = fuse_runs([dense["run"], lexical["run"]], method=method)
+    return {"name": f"{dense['name']} + {lexical['name']}", "dataset": data.name, "split": data.split,
+            "num_queries": dense.get("num_queries"), "num_docs": dense.get("num_docs"),
+            "metrics": evaluate_run(data.qrels, run), "per_query": {"ndcg@10": query_ndcg(data.qrels, run)},
+            "run": run, "fusion": method, "parts": [dense["name"], lexical["name"]],
+            "seconds_per_query": (dense.get("seconds_per_query") or 0.0) + (lexical.get("seconds_per_query") or 0.0),
+            "generated_tokens_per_query": dense.get("generated_tokens_per_query"),
+            "query_stats": dense.get("query_stats")}
+
+
 def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
-    """The paired tests a report lists: think vs no think, trained vs untrained, each mode vs the baselines."""
+    """The paired tests a report lists: think vs no think, trained vs untrained, each mode vs the baselines, and each
+    fused row vs its parts."""
+    fused = [n for n in names if " + " in n]
+    names_plain = [n for n in names if n not in fused]
+    pairs_fused = [(n, part) for n in fused for part in n.split(" + ")]
+    pairs = _plain_pairs(names_plain) + pairs_fused
+    return [(a, b) for a, b in pairs if a in names and b in names]
+
+
+def _plain_pairs(names: list[str]) -> list[tuple[str, str]]:
     modes = [n for n in names if n.endswith("(think)") or n.endswith("(no think)")]
     pairs = [(n, n.replace("(think)", "(no think)")) for n in modes if n.endswith("(think)")]
     pairs += [(n, n.replace("o1-embedder", "untrained")) for n in modes if n.startswith("o1-embedder")]
@@ -167,6 +197,11 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
     if settings.bm25:
         add(evaluate_bm25(data))
         log(f"BM25: nDCG@10={results[-1]['metrics']['ndcg@10']:.4f}")
+    if settings.hybrid:
+        bm25 = results[-1]
+        for dense in [r for r in results if r["name"].endswith("think)")]:
+            add(hybrid_result(dense, bm25, data))
+            log(f"{results[-1]['name']}: nDCG@10={results[-1]['metrics']['ndcg@10']:.4f}")
     failed = []
     for name in settings.compare:
         started = time.perf_counter()

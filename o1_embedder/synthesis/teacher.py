@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from o1_embedder.evaluation.bm25 import BM25Index
+from o1_embedder.evaluation.fusion import fuse_scores
 
 __all__ = ["DEFAULT_TEACHER", "CorpusTeacher", "parse_teacher"]
 
@@ -50,12 +51,6 @@ def parse_teacher(specs: Sequence[str]) -> tuple[list[str], str | None]:
         raise ValueError("the teacher needs at least one retrieval member (bm25 or a bi-encoder) to search the "
                          "corpus; a cross-encoder only rescores")
     return retrieval, (cross[0] if cross else None)
-
-
-def _standardise(rows: np.ndarray) -> np.ndarray:
-    mean = rows.mean(axis=1, keepdims=True)
-    std = rows.std(axis=1, keepdims=True)
-    return np.where(std > 0, (rows - mean) / np.where(std > 0, std, 1.0), 0.0)
 
 
 class CorpusTeacher:
@@ -120,13 +115,13 @@ class CorpusTeacher:
         queries = list(queries)
         parts = []
         if self._bm25 is not None:
-            parts.append(_standardise(np.stack([self._bm25.scores(q) for q in queries]) if queries
-                                      else np.zeros((0, len(self.texts)))))
+            parts.append(np.stack([self._bm25.scores(q) for q in queries]) if queries
+                         else np.zeros((0, len(self.texts))))
         for model, doc_emb, _ in self._dense:
             q = model.encode_query(queries, batch_size=self.batch_size, convert_to_numpy=True,
                                    normalize_embeddings=True, show_progress_bar=False)
-            parts.append(_standardise(np.asarray(q, dtype=np.float32) @ doc_emb.T))
-        return (sum(parts) / len(parts)).astype(np.float32)
+            parts.append(np.asarray(q, dtype=np.float32) @ doc_emb.T)
+        return (fuse_scores(parts) / len(parts)).astype(np.float32)
 
     def search(self, queries: Sequence[str], top_k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """Indices and fused scores of each query's ``top_k`` documents, best first (computed in chunks)."""
