@@ -1,6 +1,7 @@
 """Query-encoding benchmark on the embedded default (SmolLM2-135M-Instruct), all ratios from one run.
 
-    python benchmarks/query_encoding.py [--queries 64] [--max-new-tokens 32] [--batch-size 64] [--docs 256] [--int8] [--bf16]
+    python benchmarks/query_encoding.py [--queries 64] [--max-new-tokens 32] [--batch-size 64] [--docs 256]
+        [--int8] [--bf16]
 
 0. the cost of thinking at the main job's settings (greedy, K=1, 32 new tokens): seconds per query with and
    without thinking, their ratio next to the FLOP-based floor for the same token counts (a thinking query
@@ -33,8 +34,8 @@ import torch  # noqa: E402
 
 from o1_embedder import ThoughtCache, default_model  # noqa: E402
 from o1_embedder.data.beir import cranfield_path  # noqa: E402
-from o1_embedder.model.default import default_backbone_path  # noqa: E402
 from o1_embedder.generation import decode  # noqa: E402
+from o1_embedder.model.default import default_backbone_path  # noqa: E402
 from o1_embedder.model.encoding import embed_sequences, think_and_embed  # noqa: E402
 
 
@@ -67,7 +68,8 @@ def one_pass(module, queries, batch_size):
     out = []
     for start in range(0, len(queries), batch_size):
         prompts = module.builder.query_prompts(queries[start:start + batch_size])
-        out.append(think_and_embed(module.model, prompts, settings=module.generation_settings, **_ids(module)).embeddings)
+        result = think_and_embed(module.model, prompts, settings=module.generation_settings, **_ids(module))
+        out.append(result.embeddings)
     return torch.cat(out)
 
 
@@ -187,7 +189,8 @@ def main(argv=None) -> int:
     report(*thinking_cost(model, queries, bs))
 
     # 1. one pass vs two passes, greedy K=1 (identical thoughts in both), alternated to share machine noise
-    (one, two), (t_one, t_two) = alternated(lambda: one_pass(module, queries, bs), lambda: two_pass(module, queries, bs))
+    (one, two), (t_one, t_two) = alternated(lambda: one_pass(module, queries, bs),
+                                            lambda: two_pass(module, queries, bs))
     max_diff = (one - two).abs().max().item()
     cos = (one * two).sum(-1).min().item()
     report(("one-pass vs two-pass query encoding (time ratio two/one)", t_two / t_one,
@@ -217,7 +220,8 @@ def main(argv=None) -> int:
     from sentence_transformers.base.modules import Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
 
-    backbone = Transformer(str(default_backbone_path()), processor_kwargs={"model_max_length": module.max_document_tokens})
+    backbone = Transformer(str(default_backbone_path()),
+                           processor_kwargs={"model_max_length": module.max_document_tokens})
     if backbone.tokenizer.pad_token is None:
         backbone.tokenizer.pad_token = backbone.tokenizer.eos_token
     plain = SentenceTransformer(modules=[backbone, Pooling(backbone.get_embedding_dimension(), "lasttoken")])

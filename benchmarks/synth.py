@@ -22,10 +22,10 @@ import torch  # noqa: E402
 
 from o1_embedder.data import load_cranfield  # noqa: E402
 from o1_embedder.data.records import records_from_beir  # noqa: E402
-from o1_embedder.synthesis.explore import ExplorationPrompt, FewShotPool, derive_seed  # noqa: E402
-from o1_embedder.model.default import default_backbone_path  # noqa: E402
 from o1_embedder.generation.settings import GenerationSettings  # noqa: E402
 from o1_embedder.generation.transformers_backend import TransformersBackend  # noqa: E402
+from o1_embedder.model.default import default_backbone_path  # noqa: E402
+from o1_embedder.synthesis.explore import ExplorationPrompt, FewShotPool, derive_seed  # noqa: E402
 
 
 def run(backend, requests):

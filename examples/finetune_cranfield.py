@@ -115,7 +115,8 @@ def main(argv=None) -> int:
     print(f"trained in {time.perf_counter() - start:.0f}s", flush=True)
     logs = [h for h in result.log_history if "contrastive" in h]
     if logs:
-        print(f"loss components first/last log: contrastive {logs[0]['contrastive']:.3f} -> {logs[-1]['contrastive']:.3f}"
+        print(f"loss components first/last log: contrastive {logs[0]['contrastive']:.3f} -> "
+              f"{logs[-1]['contrastive']:.3f}"
               f", generation {logs[0]['generation']:.3f} -> {logs[-1]['generation']:.3f}")
 
     tuned = load_model(str(result.path))

@@ -110,10 +110,16 @@ def _corpus_texts(path: str) -> list[str]:
 
 def _cmd_mine(args) -> int:
     from o1_embedder.data.beir import document_text
-    from o1_embedder.synthesis.mine import mine_negatives
-    from o1_embedder.data.records import (JsonlWriter, Stage, check_output, failures_path, resolve_source,
-                                          write_records_atomic)
+    from o1_embedder.data.records import (
+        JsonlWriter,
+        Stage,
+        check_output,
+        failures_path,
+        resolve_source,
+        write_records_atomic,
+    )
     from o1_embedder.model.loading import load_comparison_model
+    from o1_embedder.synthesis.mine import mine_negatives
 
     check_output(args.output, [args.source])
     if os.path.exists(args.output) and not args.overwrite:
@@ -206,7 +212,8 @@ def _cmd_synth(args) -> int:
     chunk_size = args.chunk_size or 4 * (args.concurrency if args.backend == "openai" else args.batch_size)
     with backend:
         report = synthesize(records, backend, args.output, num_candidates=args.num_candidates, prompt=prompt,
-                            examples=examples, seed=args.seed if args.seed is not None else 42, max_attempts=args.max_attempts,
+                            examples=examples, seed=args.seed if args.seed is not None else 42,
+                            max_attempts=args.max_attempts,
                             min_candidates=args.min_candidates, chunk_size=chunk_size, overwrite=args.overwrite,
                             limit=args.limit, log=_log)
     print(f"synth: {report.summary()}")
@@ -214,8 +221,8 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_vote(args) -> int:
-    from o1_embedder.synthesis.vote import load_committee, vote
     from o1_embedder.data.records import JsonlWriter, RecordFile, Stage
+    from o1_embedder.synthesis.vote import load_committee, vote
 
     records = RecordFile(args.source, Stage.CANDIDATES)
     JsonlWriter.check(args.output, overwrite=args.overwrite, inputs=[args.source])

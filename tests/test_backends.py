@@ -10,11 +10,10 @@ import pytest
 from synth_helpers import one_thread  # noqa: F401  (fixture)
 from transformers import AutoTokenizer
 
-from o1_embedder.synthesis.explore import ExplorationPrompt, FewShotExample
-from o1_embedder.generation.backends import (Generation, GenerationBackend, GenerationRequest, make_backend,
-                                           render_plain)
+from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest, make_backend, render_plain
 from o1_embedder.generation.settings import GenerationSettings
 from o1_embedder.generation.transformers_backend import TransformersBackend
+from o1_embedder.synthesis.explore import ExplorationPrompt, FewShotExample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,7 +67,8 @@ def test_generate_keeps_request_order_when_results_arrive_out_of_order():
 
 
 def test_transformers_backend_plain_prompt_batched_and_seeded(tiny_backbone):
-    backend = TransformersBackend(str(tiny_backbone), settings=GenerationSettings(max_new_tokens=6, temperature=0.7), batch_size=4)
+    backend = TransformersBackend(str(tiny_backbone), settings=GenerationSettings(max_new_tokens=6, temperature=0.7),
+                                  batch_size=4)
     assert not backend.use_chat_template  # the tiny tokenizer has no chat template: plain prompt with BOS
     ids = backend.prompt_ids(conversation("wing"))
     assert ids[0] == backend.tokenizer.bos_token_id
@@ -88,7 +88,8 @@ def test_transformers_backend_plain_prompt_batched_and_seeded(tiny_backbone):
 def test_transformers_backend_uses_the_chat_template_when_there_is_one(tiny_backbone, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_backbone)
     tokenizer.chat_template = SIMPLE_TEMPLATE
-    backend = TransformersBackend(str(tiny_backbone), tokenizer=tokenizer, settings=GenerationSettings(max_new_tokens=4, temperature=0.7))
+    backend = TransformersBackend(str(tiny_backbone), tokenizer=tokenizer,
+                                  settings=GenerationSettings(max_new_tokens=4, temperature=0.7))
     assert backend.use_chat_template
     text = backend.tokenizer.decode(backend.prompt_ids(conversation("wing")))
     assert text.startswith("[system] Given a search query") and text.endswith("[user] Query: wing\n[assistant] ")

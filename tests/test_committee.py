@@ -8,9 +8,18 @@ import numpy as np
 import pytest
 from synth_helpers import one_thread  # noqa: F401  (fixture)
 
-from o1_embedder.synthesis.vote import (BM25Member, CommitteeMember, DenseMember, MemberJudgement, augment, decide,
-                                        judge_scores, load_committee, vote)
 from o1_embedder.data.records import RecordFile, Stage
+from o1_embedder.synthesis.vote import (
+    BM25Member,
+    CommitteeMember,
+    DenseMember,
+    MemberJudgement,
+    augment,
+    decide,
+    judge_scores,
+    load_committee,
+    vote,
+)
 
 
 def judgement(quality, margin=None, rank=None) -> MemberJudgement:

@@ -104,7 +104,8 @@ def test_decode_checks_its_input(tiny_backbone):
     assert decode(module.model, [], settings=GenerationSettings(), pad_id=0, eos_ids=[2]).token_ids == []
 
 
-@pytest.mark.parametrize("bad, message", [({"do_sample": "no"}, "do_sample"), ({"max_new_tokens": 2.5}, "max_new_tokens"),
+@pytest.mark.parametrize("bad, message", [({"do_sample": "no"}, "do_sample"),
+                                          ({"max_new_tokens": 2.5}, "max_new_tokens"),
                                           ({"max_new_tokens": "3"}, "max_new_tokens"), ({"seed": 1.0}, "seed"),
                                           ({"temperature": True}, "temperature")])
 def test_settings_types_are_checked(bad, message):

@@ -4,10 +4,9 @@ import importlib.util
 
 import pytest
 import torch
-
-from o1_embedder import ThoughtCache, default_model
 from test_decoding import reference
 
+from o1_embedder import ThoughtCache, default_model
 from o1_embedder.model.encoding import embed_sequences, think_and_embed
 
 pytestmark = [

@@ -254,11 +254,12 @@ def test_7_dead_server_stops_the_run_with_one_message(tmp_path, capsys):
 
 def test_7_close_does_not_wait_for_requests_in_flight():
     from o1_embedder.generation.backends import GenerationRequest
-    from o1_embedder.generation.settings import GenerationSettings
     from o1_embedder.generation.openai_backend import OpenAIBackend
+    from o1_embedder.generation.settings import GenerationSettings
 
     with FakeOpenAIServer(slow=("slow",), slow_seconds=8.0) as server:
-        backend = OpenAIBackend(server.url, model="fake-model", settings=GenerationSettings(max_new_tokens=4, temperature=0.7),
+        backend = OpenAIBackend(server.url, model="fake-model",
+                                settings=GenerationSettings(max_new_tokens=4, temperature=0.7),
                                 concurrency=2, timeout=30)
         requests = [GenerationRequest([{"role": "user", "content": f"Query: slow {i}"}]) for i in range(4)]
         results = []
@@ -450,7 +451,8 @@ def test_settings_that_would_give_garbage_are_refused(model):
     with pytest.raises(ValueError, match="temperature"):
         GenerationSettings(do_sample=False, temperature=float("inf"))  # would be saved as non-standard JSON
     assert GenerationSettings(do_sample=False, temperature=0.0).greedy  # converted greedy configs keep loading
-    for name, value in (("generation_weight", -1.0), ("contrastive_weight", float("nan")), ("learning_rate", float("nan")),
+    for name, value in (("generation_weight", -1.0), ("contrastive_weight", float("nan")),
+                        ("learning_rate", float("nan")),
                         ("epochs", float("inf")), ("cached_mini_batch_size", 0), ("max_thought_tokens", -1),
                         ("max_passage_tokens", 0)):
         with pytest.raises(ValueError, match=name):
@@ -462,7 +464,8 @@ def test_settings_that_would_give_garbage_are_refused(model):
 def test_config_file_types_are_checked_at_load(saved):
     config_path = saved / "o1_embedder_config.json"
     config = json.loads(config_path.read_text())
-    for change, message in (({"prompt_format": {**config["prompt_format"], "special_tokens": "<emb>"}}, "special_tokens"),
+    for change, message in (({"prompt_format": {**config["prompt_format"], "special_tokens": "<emb>"}},
+                             "special_tokens"),
                             ({"dtype": "int8"}, "floating-point")):
         config_path.write_text(json.dumps({**config, **change}))
         with pytest.raises(ValueError, match=f"o1_embedder_config.json: .*{message}|{message}"):
@@ -487,7 +490,8 @@ def test_file_fields_a_float_or_a_trec_line_cannot_hold(tmp_path):
     from o1_embedder.data.records import RecordFile
 
     path = tmp_path / "b.jsonl"
-    path.write_text('{"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1' + "0" * 400 + '], "neg_scores": [1]}\n')
+    path.write_text('{"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1' + "0" * 400
+                    + '], "neg_scores": [1]}\n')
     with pytest.raises(RecordFormatError, match="b.jsonl:1: field 'pos_scores'"):
         RecordFile(path)
     beir = tmp_path / "beir"

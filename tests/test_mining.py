@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from synth_helpers import one_thread  # noqa: F401  (fixture)
 
-from o1_embedder.synthesis.mine import mine_negatives
 from o1_embedder.model.loading import load_comparison_model
+from o1_embedder.synthesis.mine import mine_negatives
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

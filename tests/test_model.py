@@ -104,7 +104,8 @@ def test_think_false_is_the_no_thought_format(tiny_model):
     assert module.stats["generate_calls"] == 0
     from o1_embedder.model.encoding import embed_sequences
     with torch.no_grad():
-        ref = embed_sequences(module.model, module.builder.query_without_thought(QUERIES), module.tokenizer.pad_token_id)
+        ref = embed_sequences(module.model, module.builder.query_without_thought(QUERIES),
+                              module.tokenizer.pad_token_id)
     assert torch.allclose(emb, ref, atol=1e-5)
 
 

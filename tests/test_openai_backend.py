@@ -9,10 +9,10 @@ import pytest
 from synth_helpers import FakeOpenAIServer, query_of, records
 
 from o1_embedder.data.records import RecordFile, Stage
-from o1_embedder.synthesis.explore import ExplorationPrompt, synthesize
 from o1_embedder.generation.backends import GenerationRequest
-from o1_embedder.generation.settings import GenerationSettings
 from o1_embedder.generation.openai_backend import OpenAIBackend, normalize_base_url
+from o1_embedder.generation.settings import GenerationSettings
+from o1_embedder.synthesis.explore import ExplorationPrompt, synthesize
 
 
 def request(query: str, n: int = 1, seed: int = 0) -> GenerationRequest:
@@ -21,7 +21,8 @@ def request(query: str, n: int = 1, seed: int = 0) -> GenerationRequest:
 
 def client(server, **kwargs) -> OpenAIBackend:
     kwargs.setdefault("sleep", lambda seconds: None)
-    return OpenAIBackend(server.url, settings=GenerationSettings(max_new_tokens=16, temperature=0.7, top_p=0.9), **kwargs)
+    return OpenAIBackend(server.url, settings=GenerationSettings(max_new_tokens=16, temperature=0.7, top_p=0.9),
+                         **kwargs)
 
 
 def test_base_url_normalisation():

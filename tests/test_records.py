@@ -8,8 +8,18 @@ import pytest
 
 from o1_embedder.data import cranfield_path
 from o1_embedder.data.beir import load_beir
-from o1_embedder.data.records import (JsonlWriter, RecordFile, RecordFormatError, Stage, content_id, failures_path,
-                                      records_from_beir, resolve_source, validate_record, write_records_atomic)
+from o1_embedder.data.records import (
+    JsonlWriter,
+    RecordFile,
+    RecordFormatError,
+    Stage,
+    content_id,
+    failures_path,
+    records_from_beir,
+    resolve_source,
+    validate_record,
+    write_records_atomic,
+)
 
 GOOD = {"query_id": "a", "query": "wing lift", "pos": ["lift of a wing"], "neg": ["heat"]}
 

@@ -44,8 +44,8 @@ def test_report_lists_comparisons(tmp_path):
 def test_report_writes_trec_runs_and_mteb_style_results(tmp_path):
     import pytrec_eval
 
-    from o1_embedder.evaluation.retrieval import evaluate_bm25
     from o1_embedder.data import load_cranfield
+    from o1_embedder.evaluation.retrieval import evaluate_bm25
 
     data, _ = load_cranfield().subset(5, 60, seed=0)
     result = evaluate_bm25(data)

@@ -13,8 +13,16 @@ import torch
 from o1_embedder import build_model, load_model, save_model
 from o1_embedder.data import document_text, load_cranfield
 from o1_embedder.data.records import RecordFormatError
-from o1_embedder.training import (JointCollator, JointLoss, TrainConfig, add_lora,
-                                  load_training_data, read_records, records_to_dataset, train)
+from o1_embedder.training import (
+    JointCollator,
+    JointLoss,
+    TrainConfig,
+    add_lora,
+    load_training_data,
+    read_records,
+    records_to_dataset,
+    train,
+)
 
 
 def make_records(n=24, negatives=3, seed=0, with_scores=False):

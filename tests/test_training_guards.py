@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_training import make_records, write_jsonl
 
 from o1_embedder import build_model, save_model
 from o1_embedder.training import TrainConfig, train
 from o1_embedder.training.guard import TrainingCollapsedError, check_collapse
 from o1_embedder.training.train import checkpoint_folder, latest_checkpoint
-
-from test_training import make_records, write_jsonl
 
 
 @pytest.fixture(scope="module")

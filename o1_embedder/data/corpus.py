@@ -135,7 +135,8 @@ def _read_jsonl_corpus(path: Path, layout: str) -> Corpus:
         titles.append(" ".join(title.split()))
         texts.append(text.strip())
     if not ids and not problems.total:
-        problems.add(None, "no document with text" + (f" ({len(empty)} empty ones)" if empty else " (the file is empty)"))
+        problems.add(None, "no document with text"
+                     + (f" ({len(empty)} empty ones)" if empty else " (the file is empty)"))
     problems.raise_if_any()
     return Corpus(ids, titles, texts, source=path, layout=layout, empty=empty)
 

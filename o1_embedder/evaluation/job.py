@@ -132,11 +132,10 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
     fails late (a model name that cannot be loaded) leaves the report of everything scored before it,
     and the error is raised after that.
     """
-    from o1_embedder.model.default import trained_default_dir
-    from o1_embedder.model.loading import DEFAULT_MODEL_NAME, default_model, load_model
-
     from o1_embedder.evaluation.retrieval import slug
     from o1_embedder.files import check_creatable
+    from o1_embedder.model.default import trained_default_dir
+    from o1_embedder.model.loading import DEFAULT_MODEL_NAME, default_model, load_model
 
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():

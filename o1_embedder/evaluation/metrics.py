@@ -14,7 +14,7 @@ Conventions, stated once:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pytrec_eval
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from o1_embedder.generation.settings import GenerationSettings
-from typing import Any
 
 __all__ = [
     "BACKENDS",
@@ -119,7 +119,7 @@ def render_plain(messages: Messages, answer_prefix: str = "") -> str:
     return "\n\n".join(parts)
 
 
-class GenerationBackend(abc.ABC):
+class GenerationBackend(abc.ABC):  # noqa: B024 (either generate or generate_iter is the abstract one)
     """Generates ``n`` texts per request. Subclasses implement :meth:`generate` or :meth:`generate_iter`."""
 
     #: a short name (``transformers``, ``openai``, ``vllm``)
@@ -154,7 +154,7 @@ class GenerationBackend(abc.ABC):
             raise NotImplementedError(f"{type(self).__name__} must implement generate or generate_iter")
         yield from enumerate(self.generate(requests))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook)
         """Release resources (thread pools, models)."""
 
     def __enter__(self) -> GenerationBackend:

@@ -181,11 +181,12 @@ def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id
         new_pending: list[int] = []
 
         def keep(slot: int, rows_: list[int], phase_: int, count_: int, pending_: int) -> None:
-            source.append(slot)
-            new_members.append(rows_)
-            new_phase.append(phase_)
-            new_count.append(count_)
-            new_pending.append(pending_)
+            # called only within this step, so the lists it appends to are this step's
+            source.append(slot)  # noqa: B023
+            new_members.append(rows_)  # noqa: B023
+            new_phase.append(phase_)  # noqa: B023
+            new_count.append(count_)  # noqa: B023
+            new_pending.append(pending_)  # noqa: B023
 
         for slot in range(slots):
             state = phase[slot]

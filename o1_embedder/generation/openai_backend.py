@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.client
-import queue
 import json
 import logging
 import os
+import queue
 import random
-import socket
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from o1_embedder.generation.settings import GenerationSettings
 from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest
+from o1_embedder.generation.settings import GenerationSettings
 
 __all__ = ["OpenAIBackend", "RequestFailed", "ServerUnavailable", "normalize_base_url"]
 
@@ -150,8 +149,7 @@ class OpenAIBackend(GenerationBackend):
                 if err.code not in RETRY_STATUS:
                     raise RequestFailed(last_error) from None
                 retry_after = _retry_after(err.headers.get("Retry-After") if err.headers else None)
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError,
-                    http.client.HTTPException, OSError) as err:
+            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, OSError) as err:
                 reason = getattr(err, "reason", err)
                 last_error = f"{type(err).__name__} for {url}: {reason}"
             if attempt < self.max_retries:

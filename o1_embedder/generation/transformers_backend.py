@@ -8,9 +8,8 @@ from typing import Any
 
 import torch
 
-from o1_embedder.generation.settings import row_seed
-from o1_embedder.generation.settings import GenerationSettings
 from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest, check_device, float_dtype
+from o1_embedder.generation.settings import GenerationSettings, row_seed
 
 __all__ = ["TransformersBackend"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from o1_embedder.generation.settings import GenerationSettings
 from o1_embedder.generation.backends import Generation, GenerationBackend, GenerationRequest
+from o1_embedder.generation.settings import GenerationSettings
 
 __all__ = ["VLLMBackend"]
 
@@ -30,8 +30,8 @@ class VLLMBackend(GenerationBackend):
 
     name = "vllm"
 
-    def __init__(self, model: str, *, settings: GenerationSettings | None = None, llm: Any = None, use_chat: bool = True,
-                 **llm_kwargs: Any):
+    def __init__(self, model: str, *, settings: GenerationSettings | None = None, llm: Any = None,
+                 use_chat: bool = True, **llm_kwargs: Any):
         super().__init__(settings)
         try:
             import vllm
@@ -47,7 +47,8 @@ class VLLMBackend(GenerationBackend):
         return {**super().describe(), "model": self.model_name, "chat": self.use_chat}
 
     def _params(self, request: GenerationRequest):
-        return self._vllm.SamplingParams(n=request.n, temperature=self.settings.temperature if self.settings.do_sample else 0.0, top_p=self.settings.top_p,
+        temperature = self.settings.temperature if self.settings.do_sample else 0.0
+        return self._vllm.SamplingParams(n=request.n, temperature=temperature, top_p=self.settings.top_p,
                                          max_tokens=self.settings.max_new_tokens, seed=request.seed)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

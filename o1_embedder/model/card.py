@@ -45,8 +45,8 @@ def model_card(module, *, name: str, base_model: str | None, license: str | None
 # {name}
 
 An [o1-embedder](https://pypi.org/project/o1-embedder/) model: think-then-embed retrieval (O1 Embedder,
-arXiv 2502.07555) on the causal LM `{base_model or backbone or 'of this folder'}`. A query is embedded after the model writes a
-short thought about it (query + thought, one pass); documents are embedded directly.
+arXiv 2502.07555) on the causal LM `{base_model or backbone or 'of this folder'}`. A query is embedded after
+the model writes a short thought about it (query + thought, one pass); documents are embedded directly.
 
 ## Usage
 

@@ -12,9 +12,9 @@ import os
 import shutil
 from pathlib import Path
 
-from o1_embedder.model.formats import EMB_TOKEN, PromptFormat
 from o1_embedder.files import staging_dir
 from o1_embedder.generation.cache import default_cache_dir
+from o1_embedder.model.formats import EMB_TOKEN, PromptFormat
 
 DEFAULT_BACKBONE_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_BACKBONE_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"

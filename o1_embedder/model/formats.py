@@ -44,7 +44,8 @@ class PromptFormat:
             if not isinstance(template, str) or template.count(placeholder) != 1:
                 raise ValueError(f"PromptFormat.{name} must contain {placeholder!r} exactly once, got {template!r}")
         if not isinstance(self.special_tokens, list) or not all(isinstance(t, str) and t for t in self.special_tokens):
-            raise ValueError(f"PromptFormat.special_tokens must be a list of non-empty strings, got {self.special_tokens!r}")
+            raise ValueError(f"PromptFormat.special_tokens must be a list of non-empty strings, "
+                             f"got {self.special_tokens!r}")
         if not isinstance(self.emb_token, str) or self.emb_token not in self.special_tokens:
             raise ValueError(f"PromptFormat.emb_token {self.emb_token!r} must be one of special_tokens")
 
@@ -120,7 +121,8 @@ class SequenceBuilder:
                 enc = self.tokenizer(prefix + text + suffix, add_special_tokens=False, return_offsets_mapping=True)
                 start, end = len(prefix), len(prefix) + len(text)
                 offsets = enc["offset_mapping"]
-                inside = [i for i, (a, b) in enumerate(offsets) if (a < end and b > start) or (a == b and start <= a < end)]
+                inside = [i for i, (a, b) in enumerate(offsets)
+                          if (a < end and b > start) or (a == b and start <= a < end)]
                 if len(inside) <= limit:
                     begin = inside[0] if inside else next((i for i, (a, _) in enumerate(offsets) if a >= end),
                                                           len(offsets))

@@ -13,8 +13,7 @@ from sentence_transformers import SentenceTransformer
 from o1_embedder.files import looks_like_path, replace_folder
 from o1_embedder.generation.backends import float_dtype
 from o1_embedder.model.default import DEFAULT_BACKBONE_HUB_ID, DEFAULT_PROMPT_FORMAT, default_backbone_path
-from o1_embedder.model.module import (CONFIG_FILE, DOCUMENT_NAMES, QUERY_NAMES, QUERY_PROMPT, O1Embedder,
-                                      check_finite)
+from o1_embedder.model.module import CONFIG_FILE, DOCUMENT_NAMES, QUERY_NAMES, QUERY_PROMPT, O1Embedder, check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +96,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL_NAME, **kwargs) -> SentenceTran
         model_kwargs = kwargs.pop("model_kwargs", None)
         device = kwargs.pop("device", None)
         if kwargs:
-            raise TypeError(f"load_model('{DEFAULT_MODEL_NAME}') takes model_kwargs and device only, got {sorted(kwargs)}")
+            raise TypeError(f"load_model('{DEFAULT_MODEL_NAME}') takes model_kwargs and device only, "
+                            f"got {sorted(kwargs)}")
         model = default_model(model_kwargs=model_kwargs) if model_kwargs else default_model()
         return model.to(device) if device is not None else model
     if looks_like_path(name_or_path) and not os.path.exists(name_or_path):

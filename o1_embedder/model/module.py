@@ -24,11 +24,11 @@ from sentence_transformers.base.modules import InputModule
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from o1_embedder.generation.backends import float_dtype
+from o1_embedder.generation.cache import CachedThought, ThoughtCache, thought_key
 from o1_embedder.generation.settings import GenerationSettings, row_seed
 from o1_embedder.model.encoding import decoder, embed_sequences, left_pad, position_ids, think_and_embed
 from o1_embedder.model.formats import PromptFormat, SequenceBuilder, validate_texts
 from o1_embedder.model.tokens import add_special_tokens, ensure_pad_token
-from o1_embedder.generation.cache import CachedThought, ThoughtCache, thought_key
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +115,13 @@ class O1Embedder(InputModule):
             ensure_pad_token(tokenizer)
         self.tokenizer = tokenizer
         if not isinstance(prompt_format, (PromptFormat, dict, type(None))):
-            raise TypeError(f"setting 'prompt_format' must be a PromptFormat or dict, got {type(prompt_format).__name__}")
+            raise TypeError(f"setting 'prompt_format' must be a PromptFormat or dict, "
+                            f"got {type(prompt_format).__name__}")
         self._format = prompt_format if isinstance(prompt_format, PromptFormat) else \
             PromptFormat.from_dict(prompt_format or {})
         if not isinstance(generation, (GenerationSettings, dict, type(None))):
-            raise TypeError(f"setting 'generation' must be a GenerationSettings or dict, got {type(generation).__name__}")
+            raise TypeError(f"setting 'generation' must be a GenerationSettings or dict, "
+                            f"got {type(generation).__name__}")
         self._generation = generation if isinstance(generation, GenerationSettings) else \
             GenerationSettings.from_dict(generation or {})
         self.max_query_tokens = max_query_tokens

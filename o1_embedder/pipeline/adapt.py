@@ -309,7 +309,8 @@ def _teacher_corpus(corpus, records: list[dict]) -> tuple[list[str], dict[str, i
 
 def stage_mine(run: Run, config: AdaptConfig) -> None:
     """Stage 2: hard negatives (``mined.jsonl``)."""
-    from o1_embedder.data.records import RecordFile, Stage as RecordStage, write_records_atomic
+    from o1_embedder.data.records import RecordFile, write_records_atomic
+    from o1_embedder.data.records import Stage as RecordStage
     from o1_embedder.synthesis.teacher import CorpusTeacher, parse_teacher
 
     corpus = _corpus(run, config)
@@ -347,7 +348,8 @@ def stage_mine(run: Run, config: AdaptConfig) -> None:
 
 def stage_teacher(run: Run, config: AdaptConfig) -> None:
     """Stage 3: teacher scores of positive and negatives (``scored.jsonl``)."""
-    from o1_embedder.data.records import RecordFile, Stage as RecordStage, write_records_atomic
+    from o1_embedder.data.records import RecordFile, write_records_atomic
+    from o1_embedder.data.records import Stage as RecordStage
     from o1_embedder.synthesis.teacher import CorpusTeacher
 
     corpus = _corpus(run, config)
@@ -373,7 +375,8 @@ def stage_teacher(run: Run, config: AdaptConfig) -> None:
 
 def stage_synth(run: Run, config: AdaptConfig) -> None:
     """Stage 4: candidate thoughts written by the model being adapted (``candidates.jsonl``)."""
-    from o1_embedder.data.records import RecordFile, Stage as RecordStage
+    from o1_embedder.data.records import RecordFile
+    from o1_embedder.data.records import Stage as RecordStage
     from o1_embedder.synthesis.explore import synthesize
     from o1_embedder.synthesis.thinking_backend import QUERY_ONLY_PROMPT, ThinkingBackend
 
@@ -392,7 +395,8 @@ def stage_synth(run: Run, config: AdaptConfig) -> None:
 
 def stage_vote(run: Run, config: AdaptConfig) -> None:
     """Stage 5: the committee keeps one candidate per query (``voted.jsonl``; ``train.jsonl`` the training file)."""
-    from o1_embedder.data.records import RecordFile, Stage as RecordStage, write_records_atomic
+    from o1_embedder.data.records import RecordFile, write_records_atomic
+    from o1_embedder.data.records import Stage as RecordStage
     from o1_embedder.synthesis.teacher import CorpusTeacher, parse_teacher
     from o1_embedder.synthesis.vote import vote
 
@@ -440,10 +444,12 @@ def write_card(run: Run, config: AdaptConfig) -> None:
         return
     card = card_path.read_text(encoding="utf-8").split("\n## Domain adaptation\n")[0].rstrip() + "\n"
     corpus = run.record.get("corpus", {})
-    counts = json.loads(run.path("pseudo_queries.json").read_text()) if run.path("pseudo_queries.json").is_file() else {}
+    report = run.path("pseudo_queries.json")
+    counts = json.loads(report.read_text()) if report.is_file() else {}
     lines = ["", "## Domain adaptation", "",
              f"Adapted from `{config.model}` with `o1-embedder adapt` on a corpus of {corpus.get('documents')} "
-             f"documents ({corpus.get('words')} words, {corpus.get('layout')} layout, sha256 `{corpus.get('sha256')}`),",
+             f"documents ({corpus.get('words')} words, {corpus.get('layout')} layout, "
+             f"sha256 `{corpus.get('sha256')}`),",
              "with no query and no judgment: pseudo-queries written from the documents, negatives and teacher scores",
              "from a committee, thoughts written by the model and chosen by the committee.", "",
              f"- pseudo-queries: {json.dumps(counts.get('by_kind', {}))}",

@@ -169,7 +169,8 @@ def parse_args(argv=None) -> RecipeConfig:
 
 # ------------------------------------------------------------------------------------------------ stages
 def stage_mine(run: Run, config: RecipeConfig) -> None:
-    from o1_embedder.data.records import RecordFile, Stage as RecordStage, write_records_atomic
+    from o1_embedder.data.records import RecordFile, write_records_atomic
+    from o1_embedder.data.records import Stage as RecordStage
     from o1_embedder.model.loading import MINILM, load_comparison_model
     from o1_embedder.synthesis.mine import mine_negatives
 
@@ -182,7 +183,8 @@ def stage_mine(run: Run, config: RecipeConfig) -> None:
 
 
 def stage_synth(run: Run, config: RecipeConfig) -> None:
-    from o1_embedder.data.records import RecordFile, Stage as RecordStage
+    from o1_embedder.data.records import RecordFile
+    from o1_embedder.data.records import Stage as RecordStage
     from o1_embedder.generation.settings import GenerationSettings
     from o1_embedder.generation.transformers_backend import TransformersBackend
     from o1_embedder.model.default import default_backbone_path
@@ -204,7 +206,8 @@ def stage_synth(run: Run, config: RecipeConfig) -> None:
 
 
 def stage_vote(run: Run, config: RecipeConfig) -> None:
-    from o1_embedder.data.records import RecordFile, Stage as RecordStage, write_records_atomic
+    from o1_embedder.data.records import RecordFile, write_records_atomic
+    from o1_embedder.data.records import Stage as RecordStage
     from o1_embedder.model.loading import MINILM
     from o1_embedder.synthesis.vote import DenseMember, load_committee, vote
 
@@ -238,7 +241,8 @@ def whole_sentences(thought: str) -> str:
 
 def training_file(out: Path, thought_target: str) -> Path:
     """The file the trainer reads: voted thoughts (whole or cut to whole sentences), the positive, or none."""
-    from o1_embedder.data.records import RecordFile, Stage as RecordStage, write_records_atomic
+    from o1_embedder.data.records import RecordFile, write_records_atomic
+    from o1_embedder.data.records import Stage as RecordStage
 
     if thought_target == "voted":
         return out / "train.jsonl"

@@ -154,12 +154,12 @@ def stage_records(run: Run, args) -> None:
 
 def measure_queries(out: Path, args, size: int = 60, pool_size: int = 2000) -> dict:
     """The measurement behind the query source: are the texts queries, and how hard are they to retrieve?"""
-    from o1_embedder.model.loading import load_comparison_model
     from o1_embedder.files import atomic_write_text
     from o1_embedder.generation.backends import GenerationRequest
     from o1_embedder.generation.settings import GenerationSettings
     from o1_embedder.generation.transformers_backend import TransformersBackend
     from o1_embedder.model.default import default_backbone_path
+    from o1_embedder.model.loading import load_comparison_model
 
     items = passages()
     random.Random(args.seed).shuffle(items)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from o1_embedder.model.module import O1Embedder
-from o1_embedder.serving.batcher import BatchFailed, Batcher, QueueFull, ShuttingDown
+from o1_embedder.serving.batcher import Batcher, BatchFailed, QueueFull, ShuttingDown
 from o1_embedder.serving.errors import ApiError
 from o1_embedder.serving.runner import THINK, ModelRunner
 from o1_embedder.serving.settings import ServeSettings

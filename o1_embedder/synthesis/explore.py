@@ -29,15 +29,15 @@ import random
 import re
 import string
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from o1_embedder.generation.settings import row_seed
 from o1_embedder.data.jsonl import Problems, json_lines
 from o1_embedder.data.records import JsonlWriter, RecordFormatError, Stage, failures_path, with_ids
 from o1_embedder.generation.backends import GenerationBackend, GenerationRequest, render_plain
+from o1_embedder.generation.settings import row_seed
 
 __all__ = [
     "DEFAULT_INSTRUCTION",

@@ -11,9 +11,8 @@ gets ``mining: {"model", "scores"}`` (the miner's scores of its negatives, for i
 
 from __future__ import annotations
 
-import math
-
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 

@@ -22,8 +22,8 @@ __all__ = ["KINDS", "QUESTION_INSTRUCTION", "clean_question", "inverse_cloze", "
 
 KINDS = ("question", "title", "sentence")
 
-QUESTION_INSTRUCTION = ("Write a question that a reader could ask a search engine to find this passage. Answer with the "
-                        "question only, ending with a question mark.")
+QUESTION_INSTRUCTION = ("Write a question that a reader could ask a search engine to find this passage. "
+                        "Answer with the question only, ending with a question mark.")
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 #: a sentence starts with a capital, a digit, a quote or a parenthesis (fewer false splits after "e.g.")

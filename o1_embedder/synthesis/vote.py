@@ -30,10 +30,10 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class CommitteeMember(abc.ABC):
     #: whether :meth:`prepare` needs to see every passage first (collection statistics)
     needs_collection: bool = False
 
-    def prepare(self, passages: Iterable[str]) -> None:
+    def prepare(self, passages: Iterable[str]) -> None:  # noqa: B027 (an optional hook)
         """See every passage of the input once before scoring (BM25 collection statistics)."""
 
     @abc.abstractmethod

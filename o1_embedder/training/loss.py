@@ -124,8 +124,9 @@ class CachedJointLoss(JointLoss):
     (up to floating-point order). The three steps are written here rather than through Sentence-Transformers'
     ``CachedLossMixin`` because the generation term is back-propagated in the same replay pass as the cached
     embedding gradients and needs the loss's incoming gradient (gradient accumulation scales it), which the
-    mixin's replay does not hand to the embedding step; its ``RandContext`` is reused for the RNG replay. Works in one process; under DDP, gradients are synchronised on every
-    mini-batch backward (correct, but slower than the plain loss).
+    mixin's replay does not hand to the embedding step; its ``RandContext`` is reused for the RNG replay. Works in
+    one process; under DDP, gradients are synchronised on every mini-batch backward (correct, but slower than the
+    plain loss).
     """
 
     def __init__(self, model, mini_batch_size: int = 8, **kwargs):

@@ -92,7 +92,8 @@ class TrainConfig:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if self.contrastive_weight + self.generation_weight + self.distillation_weight == 0:
-            raise ValueError("contrastive_weight, generation_weight and distillation_weight are all 0: nothing to train")
+            raise ValueError("contrastive_weight, generation_weight and distillation_weight are all 0: "
+                             "nothing to train")
         for name in ("cached_mini_batch_size", "max_passage_tokens", "max_thought_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 when given, got {getattr(self, name)}")
@@ -119,9 +120,9 @@ def train(config: TrainConfig) -> TrainResult:
     from o1_embedder.model.loading import save_model
     from o1_embedder.training.collator import JointCollator
     from o1_embedder.training.data import load_training_data
+    from o1_embedder.training.guard import check_collapse, check_resume, probe
     from o1_embedder.training.lora import add_lora, merge_lora, save_adapter
     from o1_embedder.training.loss import CachedJointLoss, JointLoss
-    from o1_embedder.training.guard import check_collapse, check_resume, probe
     from o1_embedder.training.trainer import JointTrainer
 
     if config.lora is False and config.adapter_output:
