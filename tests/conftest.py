@@ -64,6 +64,10 @@ def make_backbone(path: Path, arch: str = "llama", vocab_size: int = 400, seed: 
     return path
 
 
+# Numerical tests compare float32 results; the automatic bfloat16 choice is tested on its own (test_dtypes.py).
+os.environ.setdefault("O1_EMBEDDER_DTYPE", "float32")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_thought_cache(tmp_path_factory):
     os.environ["O1_EMBEDDER_THOUGHT_CACHE"] = str(tmp_path_factory.mktemp("cache") / "thoughts.sqlite")

@@ -56,8 +56,9 @@ class EvalSettings:
     query_weight: float | None = _opt(None, "weight of the query's own embedding in a thinking query's embedding, "
                                             "0-1 (default: the model's setting)")
     max_document_tokens: int | None = _opt(None, "truncate documents to this many tokens")
-    dtype: str | None = _opt(None, "the o1-embedder models' weights in this floating-point type, e.g. bfloat16 "
-                                   "(1.7-2.4x faster on CPUs with AMX or AVX512-BF16; default: as saved)")
+    dtype: str | None = _opt(None, "the o1-embedder models' weights in this floating-point type, e.g. float32 or "
+                                   "bfloat16 (default: automatic, bfloat16 on CPUs with AMX or AVX512-BF16, where it "
+                                   "is 1.7-2.4x faster at the same quality, else as saved)")
     cache_dir: str | None = _opt(None, "corpus-embedding cache (default: ~/.cache/o1_embedder/embeddings)")
 
     def __post_init__(self) -> None:
@@ -77,10 +78,6 @@ class EvalSettings:
 
 
 def _configure(model, settings: EvalSettings) -> None:
-    if settings.dtype is not None:
-        from o1_embedder.generation.backends import float_dtype
-
-        model.to(float_dtype(settings.dtype))
     model[0].apply_overrides(num_thoughts=settings.num_thoughts, max_new_tokens=settings.max_new_tokens,
                              greedy=settings.greedy, query_weight=settings.query_weight)
     if settings.max_document_tokens is not None:
@@ -135,7 +132,7 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
     from o1_embedder.evaluation.retrieval import slug
     from o1_embedder.files import check_creatable
     from o1_embedder.model.default import trained_default_dir
-    from o1_embedder.model.loading import DEFAULT_MODEL_NAME, default_model, load_model
+    from o1_embedder.model.loading import DEFAULT_MODEL_NAME, default_model, load_model, use_dtype
 
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
@@ -166,10 +163,10 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
         results.append(result)
         write_report(results, output_dir, title)
 
-    models = [("o1-embedder", lambda: load_model(settings.model))]
+    models = [("o1-embedder", lambda: load_model(settings.model, dtype=settings.dtype))]
     if settings.untrained and settings.model == DEFAULT_MODEL_NAME and not os.path.isdir(settings.model) \
             and trained_default_dir() is not None:
-        models.append(("untrained", lambda: default_model(trained=False)))
+        models.append(("untrained", lambda: use_dtype(default_model(trained=False), settings.dtype)))
     for label_prefix, load in models:
         model = load()
         _configure(model, settings)
@@ -180,7 +177,7 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
         log(f"{label_prefix}: {settings.model if label_prefix == 'o1-embedder' else 'untrained default'}; thoughts "
             f"per query K={module.num_thoughts if gen.do_sample else 1}, {decoding}, <= {gen.max_new_tokens} new "
             f"tokens; query weight {module.query_weight:g}; documents <= {module.max_document_tokens} tokens; "
-            f"weights {module.dtype}; "
+            f"weights {module.dtype} ({getattr(module, 'dtype_choice', {}).get('reason', 'as loaded')}); "
             f"thought cache: "
             f"{module.thought_cache.path if module.thought_cache is not None else 'off'}")
         for think in (True, False):

@@ -84,12 +84,50 @@ def apply_adapter(module: O1Embedder, path: str | os.PathLike) -> None:
     check_finite(module.model, f"model with the adapter {path} merged")
 
 
-def load_model(name_or_path: str = DEFAULT_MODEL_NAME, **kwargs) -> SentenceTransformer:
+#: environment variable that fixes the automatic dtype choice (``float32``, ``bfloat16`` or ``auto``)
+DTYPE_ENV = "O1_EMBEDDER_DTYPE"
+
+
+def use_dtype(model: SentenceTransformer, dtype: str | None = None) -> SentenceTransformer:
+    """Run ``model`` in ``dtype`` (``"float32"``, ``"bfloat16"`` ...). ``None`` or ``"auto"``: ``$O1_EMBEDDER_DTYPE``
+    when set, else bfloat16 for a float32 model on a CPU with AMX or AVX512-BF16 (1.7-2.4x faster at the same
+    quality: see the README), else as loaded. The choice is logged and kept in ``model[0].dtype_choice``."""
+    import torch
+
+    from o1_embedder.dtypes import cpu_bf16_flags, fast_dtype
+
+    module = model[0]
+    requested = dtype if dtype not in (None, "auto") else os.environ.get(DTYPE_ENV, "auto") or "auto"
+    current = str(next(module.model.parameters()).dtype).replace("torch.", "")
+    if requested == "auto":
+        on_cpu = next(module.model.parameters()).device.type == "cpu"
+        target = fast_dtype() if on_cpu and current == "float32" else current
+        reason = (f"automatic: this CPU has {', '.join(cpu_bf16_flags())}" if target != current
+                  else "automatic: as loaded")
+    else:
+        target, reason = str(float_dtype(requested)).replace("torch.", ""), "as asked"
+    if target != current:
+        model.to(getattr(torch, target))
+        module._fingerprint = None
+    module.dtype_choice = {"dtype": target, "loaded": current, "reason": reason}
+    if target != current:
+        logger.info("o1-embedder: running the model in %s (%s; dtype='float32' or %s=float32 keeps float32)",
+                    target, reason, DTYPE_ENV)
+    return model
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL_NAME, *, dtype: str | None = None, **kwargs) -> SentenceTransformer:
     """Load a saved o1-embedder model without ``trust_remote_code`` (only this package's module is trusted).
 
     ``"o1-embedder"`` names the embedded default when no folder of that name exists where you stand.
-    Extra keyword arguments go to ``SentenceTransformer`` (``device``, ``model_kwargs`` ...).
+    ``dtype``: the weights' type to run in; by default the automatic choice of :func:`use_dtype` (bfloat16 on
+    CPUs with AMX or AVX512-BF16, else as saved). Extra keyword arguments go to ``SentenceTransformer``
+    (``device``, ``model_kwargs`` ...).
     """
+    return use_dtype(_load(name_or_path, **kwargs), dtype)
+
+
+def _load(name_or_path: str = DEFAULT_MODEL_NAME, **kwargs) -> SentenceTransformer:
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
         raise ValueError(f"a model name or folder is needed, got {name_or_path!r}")
     if name_or_path == DEFAULT_MODEL_NAME and not os.path.isdir(name_or_path):

@@ -592,6 +592,11 @@ class O1Embedder(InputModule):
         model = self.model
         if hasattr(model, "merge_and_unload") and hasattr(model, "peft_config"):
             raise ValueError("Merge LoRA adapters before saving (o1_embedder.training merges them for you)")
+        choice = getattr(self, "dtype_choice", None) or {}
+        if choice.get("reason", "").startswith("automatic") and choice.get("dtype") != choice.get("loaded"):
+            warnings.warn(f"o1-embedder: saving the weights in {choice['dtype']}, the type they were cast to "
+                          f"automatically when loaded ({choice['loaded']} before); load with dtype='float32' to "
+                          f"save float32 weights", stacklevel=2)
         model.save_pretrained(output_path, safe_serialization=True)
         self.tokenizer.save_pretrained(output_path)
         self.save_config(output_path)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,8 +136,12 @@ class AdaptConfig:
 
     def resolved_dtype(self) -> str:
         from o1_embedder.dtypes import fast_dtype
+        from o1_embedder.model.loading import DTYPE_ENV
 
-        return fast_dtype() if self.dtype == "auto" else self.dtype
+        if self.dtype != "auto":
+            return self.dtype
+        fixed = os.environ.get(DTYPE_ENV, "auto")  # as load_model chooses for the writing models
+        return fast_dtype() if fixed in ("", "auto") else fixed
 
     def train_config(self):
         from o1_embedder.training import TrainConfig

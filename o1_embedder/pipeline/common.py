@@ -21,14 +21,9 @@ def progress(total: int, desc: str, unit: str):
 
 def writer_model(name: str, dtype: str):
     """An o1-embedder model that writes (questions, thoughts) in ``dtype``, its thought cache off."""
-    import torch
-
-    from o1_embedder.dtypes import fast_dtype
     from o1_embedder.model.loading import load_model
 
-    model = load_model(name)
-    if (fast_dtype() if dtype == "auto" else dtype) == "bfloat16":
-        model.to(torch.bfloat16)
+    model = load_model(name, dtype=dtype)
     model[0].thought_cache = None
     return model
 
@@ -49,7 +44,7 @@ def train_stage(run: Run, config) -> list[dict]:
 
 
 def evaluate_models(data, models: Sequence[tuple[str, str]], out_dir: Path, *, pairs: Sequence[tuple[str, str]],
-                    cache_dir: Path, dtype: str = "float32", document_tokens: int | None = None,
+                    cache_dir: Path, dtype: str = "auto", document_tokens: int | None = None,
                     configure: dict[str, Any] | None = None, think_modes: Sequence[bool] = (True, False),
                     title: str | None = None) -> dict[str, str]:
     """nDCG@10 and more of each ``(label, model folder)`` thinking and not (rows ``"label (think)"`` /
@@ -58,19 +53,13 @@ def evaluate_models(data, models: Sequence[tuple[str, str]], out_dir: Path, *, p
 
     ``dtype`` is the weights' type of the o1-embedder models, ``document_tokens`` their document truncation
     (default: their own), ``configure`` thinking settings applied to each (default: their own)."""
-    import torch
-
-    from o1_embedder.dtypes import fast_dtype
     from o1_embedder.evaluation import evaluate_bm25, evaluate_dense, write_report
     from o1_embedder.evaluation.significance import paired_comparisons
     from o1_embedder.model.loading import MINILM, load_comparison_model, load_model
 
-    dtype = fast_dtype() if dtype == "auto" else dtype
     results = []
     for label, path in models:
-        model = load_model(str(path))
-        if dtype == "bfloat16":
-            model.to(torch.bfloat16)
+        model = load_model(str(path), dtype=dtype)
         if configure:
             model[0].configure(**configure)
         if document_tokens:

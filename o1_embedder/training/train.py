@@ -110,7 +110,7 @@ def load_for_training(config: TrainConfig):
     # and AdamW's state keep float32 (bfloat16 weights would round away most of a small update).
     if config.backbone:
         return build_model(config.backbone)
-    return load_model(config.model)
+    return load_model(config.model, dtype="float32")
 
 
 def train(config: TrainConfig) -> TrainResult:
