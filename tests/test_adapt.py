@@ -220,3 +220,19 @@ def test_teacher_fuses_members_and_its_committee_reuses_corpus_embeddings(beir, 
     remembered.model.encode_document = lambda texts, **kw: calls.append(len(texts)) or encode(texts, **kw)
     assert np.allclose(remembered.score(group)[0], fresh.score(group)[0], atol=1e-5)
     assert calls == []  # remembered passages are never encoded again: only the queries are
+
+
+def test_reuse_takes_the_complete_data_stages_for_a_training_ablation(adapted, beir, tiny_o1, tmp_path):
+    out = tmp_path / "arm"
+    adapt(config(beir, out, tiny_o1, learning_rate=1e-4, reuse=str(adapted)))
+    for stage in ("queries", "mine", "teacher", "synth", "vote"):
+        assert (out / "done" / stage).is_file()
+    assert (out / "train.jsonl").read_text() == (adapted / "train.jsonl").read_text()
+    assert json.loads((out / "model" / "training_config.json").read_text())["learning_rate"] == 1e-4
+    other = tmp_path / "other.jsonl"
+    other.write_text((beir / "corpus.jsonl").read_text().replace("the", "a", 1))
+    with pytest.raises(RunError, match="made from another corpus"):
+        adapt(config(other, tmp_path / "arm2", tiny_o1, reuse=str(adapted)))
+    changed = tmp_path / "arm3"  # other data settings: nothing is taken, every stage runs
+    adapt(config(beir, changed, tiny_o1, negatives=2, stop_after="mine", reuse=str(adapted)))
+    assert json.loads((changed / "mined.jsonl").read_text().splitlines()[0])["neg"].__len__() <= 2

@@ -95,6 +95,8 @@ class AdaptConfig:
     eval_split: str = _opt("test", "qrels split of the evaluation")
     eval_document_tokens: int | None = _opt(None, "document truncation in the evaluation (default: the model's)")
     stop_after: str | None = _opt(None, "stop after this stage", choices=ADAPT_STAGES)
+    reuse: str | None = _opt(None, "take the complete data stages of another adapt run folder on the same corpus "
+                                   "with the same settings (for training ablations)")
 
     def __post_init__(self) -> None:
         from o1_embedder.synthesis.queries import KINDS
@@ -467,6 +469,12 @@ def write_card(run: Run, config: AdaptConfig) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- run
+#: what each data stage leaves for the later ones (``--reuse`` copies these)
+REUSABLE_FILES = {"queries": ["questions.jsonl", "pseudo_queries.jsonl", "pseudo_queries.json", "embedding-cache"],
+                  "mine": ["mined.jsonl"], "teacher": ["scored.jsonl"], "synth": ["candidates.jsonl"],
+                  "vote": ["voted.jsonl", "train.jsonl"]}
+
+
 def check_eval_files(config: AdaptConfig) -> None:
     root = Path(config.corpus)
     needed = [root / "queries.jsonl", root / "qrels" / f"{config.eval_split}.tsv"]
@@ -498,6 +506,14 @@ def adapt(config: AdaptConfig) -> Path:
                        f"-> {corpus.sha256[:12]}): use a new --out")
     if config.eval:  # only their presence: no stage before eval opens the queries or the judgments
         check_eval_files(config)
+    if config.reuse and not run.path("run.json").is_file():
+        source = Run(config.reuse, "adapt", [])
+        if source.record.get("corpus", {}).get("sha256") != corpus.sha256:
+            raise RunError(f"--reuse {config.reuse}: it was made from another corpus")
+        run.record["corpus"] = source.record["corpus"]
+        taken = run.take_from(source, REUSABLE_FILES)
+        log(f"adapt: took the {', '.join(taken) or 'no'} stage(s) of {config.reuse}")
+        recorded = run.record["corpus"]
     run.check_settings()
     if not recorded:
         from o1_embedder.files import atomic_write_text

@@ -120,6 +120,44 @@ class Run:
         timings[stage] = round(timings.get(stage, 0.0) + seconds, 1)
         atomic_write_text(self.path(TIMINGS_FILE), json.dumps(timings, indent=2) + "\n")
 
+    def take_from(self, source: Run, files: dict[str, Sequence[str]]) -> list[str]:
+        """Copy the stages of ``source`` (a run folder of the same kind) that are complete there and were run with
+        the settings this run has for them, in stage order up to the first that is not, with their ``files``
+        (stage -> paths relative to the folder; folders copied whole). Returns the stages taken."""
+        import shutil
+
+        if source.folder.resolve() == self.folder.resolve():
+            raise RunError(f"--reuse {source.folder}: that is --out itself")
+        if not source.path(RUN_FILE).is_file():
+            raise RunError(f"--reuse {source.folder}: not a {self.kind} run folder (no {RUN_FILE})")
+        taken = []
+        for stage in self.stages:
+            if stage.name not in files or not source.done(stage.name):
+                break
+            recorded = source.record["stages"].get(stage.name, {})
+            if recorded != _plain(stage.settings):
+                break
+            missing = [f for f in files[stage.name] if not source.path(f).exists()]
+            if missing:
+                raise RunError(f"--reuse {source.folder}: stage {stage.name} is marked done but {missing} are missing")
+            taken.append(stage)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stage in taken:
+            for name in files[stage.name]:
+                origin, target = source.path(name), self.path(name)
+                if origin.is_dir():
+                    shutil.copytree(origin, target, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(origin, target)
+            self.record["stages"][stage.name] = _plain(stage.settings)
+        self.record["reused_from"] = str(source.folder)
+        atomic_write_text(self.path(RUN_FILE), json.dumps(self.record, indent=2, sort_keys=True) + "\n")
+        timings = source.timings()
+        for stage in taken:  # markers last: a stage is taken only once all its files are
+            self._add_time(stage.name, timings.get(stage.name, 0.0))
+            self.mark_done(stage.name)
+        return [stage.name for stage in taken]
+
     def mark_done(self, stage: str) -> None:
         atomic_write_text(self.path(DONE_FOLDER, stage), time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
 
