@@ -38,7 +38,8 @@ def report(results_file: Path, seed: int = 0) -> str:
     lines = []
     for split, ids in halves(seed).items():
         lines += [f"## {split} ({len(ids)} queries)", "", "| model | nDCG@10 |", "|---|---:|"]
-        lines += [f"| {name} | {sum(scores.get(q, 0.0) for q in ids) / len(ids):.4f} |" for name, scores in rows.items()]
+        lines += [f"| {name} | {sum(scores.get(q, 0.0) for q in ids) / len(ids):.4f} |"
+                  for name, scores in rows.items()]
         lines += ["", "| comparison | difference | 95% CI | p |", "|---|---:|---:|---:|"]
         for a, b in PAIRS:
             if a in rows and b in rows:
@@ -62,4 +63,4 @@ def run(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run([a for a in sys.argv[1:]]))
+    sys.exit(run(sys.argv[1:]))
