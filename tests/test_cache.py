@@ -146,3 +146,21 @@ def test_fingerprint_does_not_depend_on_the_thread_count(tiny_model):
     finally:
         torch.set_num_threads(threads)
     assert len(seen) == 1
+
+
+def test_nan_rows_are_misses_and_generated_again(tiny_model, tmp_path):
+    import sqlite3
+
+    module = tiny_model[0]
+    path = tmp_path / "t.sqlite"
+    module.thought_cache = ThoughtCache(path)
+    first = tiny_model.encode_query(QUERIES[:2])
+    with sqlite3.connect(path) as conn:  # poison every stored embedding
+        dim = first.shape[1]
+        conn.execute("UPDATE thoughts SET embedding = ?", (np.full(dim, np.nan, dtype=np.float32).tobytes(),))
+    module.thought_cache = ThoughtCache(path)  # a fresh process: nothing in memory
+    calls = module.stats["thoughts_generated"]
+    again = tiny_model.encode_query(QUERIES[:2])
+    assert np.isfinite(again).all()
+    assert module.stats["thoughts_generated"] > calls  # the NaN rows were generated again, not served
+    np.testing.assert_allclose(first, again, atol=1e-4)

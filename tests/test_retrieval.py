@@ -293,3 +293,18 @@ def test_cost_of_cached_thoughts_is_marked(tmp_path):
     assert "0.0500 (50% cached) | 16.0 (50% cached) |" in markdown
     assert "| o1 (no think) | 0.3000 | – | – | 0.0300 | – |" in markdown
     assert "not what thinking costs" in markdown
+
+
+def test_embedding_cache_drops_entries_of_the_wrong_width_or_with_nan(tmp_path, caplog):
+    cache = EmbeddingCache(tmp_path / "cache")
+    good = np.arange(6, dtype=np.float32).reshape(3, 2)
+    parts = ["model", "a", "ta"]
+    path = cache.path_for(EmbeddingCache.key(parts))
+    for bad, message in ((np.zeros((3, 5), dtype=np.float32), "expected width 2"),
+                         (np.full((3, 2), np.nan, dtype=np.float32), "NaN or infinite")):
+        np.save(path, bad)
+        with caplog.at_level("WARNING"):
+            got = cache.get_or_compute(parts, lambda: good, expected_rows=3, expected_width=2)
+        np.testing.assert_array_equal(got, good)
+        assert message in caplog.text and str(path) in caplog.text
+        np.testing.assert_array_equal(np.load(path), good)  # the entry was replaced

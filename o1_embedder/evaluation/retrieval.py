@@ -135,17 +135,25 @@ class EmbeddingCache:
         return self.directory / f"{key}.npy"
 
     def get_or_compute(self, key_parts: Iterable[str], compute_fn: Callable[[], np.ndarray],
-                       expected_rows: int | None = None) -> np.ndarray:
-        """The array stored under ``key_parts``, or ``compute_fn()`` stored there and returned."""
+                       expected_rows: int | None = None, expected_width: int | None = None) -> np.ndarray:
+        """The array stored under ``key_parts``, or ``compute_fn()`` stored there and returned. A stored array with
+        the wrong number of rows or columns, or with NaN or infinite values, is dropped (a warning names the
+        file) and computed again."""
         path = self.path_for(self.key(key_parts))
         if path.exists():
             try:
                 array = np.load(path, allow_pickle=False)
-                if expected_rows is None or array.shape[0] == expected_rows:
+                problem = None
+                if expected_rows is not None and array.shape[0] != expected_rows:
+                    problem = f"has {array.shape[0]} rows, expected {expected_rows}"
+                elif expected_width is not None and (array.ndim != 2 or array.shape[1] != expected_width):
+                    problem = f"has shape {array.shape}, expected width {expected_width}"
+                elif np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+                    problem = "holds NaN or infinite values"
+                if problem is None:
                     self.hits += 1
                     return array
-                logger.warning("embedding cache %s has %d rows, expected %d; recomputing", path, array.shape[0],
-                               expected_rows)
+                logger.warning("embedding cache %s %s; dropped and recomputed", path, problem)
             except (OSError, ValueError) as err:
                 logger.warning("embedding cache %s is unreadable (%s); recomputing", path, err)
         self.misses += 1
@@ -237,10 +245,11 @@ def evaluate_dense(model, dataset: BeirDataset, *, name: str, query_kwargs: dict
     if cache_dir is not None:
         cache = EmbeddingCache(cache_dir)
         fingerprint = fingerprint or model_fingerprint(model)
+        width = getattr(model, "get_embedding_dimension", None)
         doc_emb = cache.get_or_compute(
             EmbeddingCache.corpus_key_parts(fingerprint, doc_ids, texts),
             lambda: embed_corpus(model, texts, batch_size, show_progress_bar),
-            expected_rows=len(doc_ids),
+            expected_rows=len(doc_ids), expected_width=width() if callable(width) else None,
         )
         cache_hit = cache.hits > 0
     else:

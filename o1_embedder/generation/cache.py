@@ -147,9 +147,14 @@ class ThoughtCache:
                     for key, thought, token_ids, blob in rows:
                         try:
                             vector = np.frombuffer(blob, dtype=np.float32).copy() if blob is not None else None
-                            found[key] = CachedThought(thought, json.loads(token_ids), vector)
+                            ids = json.loads(token_ids)
                         except (ValueError, TypeError):  # one damaged row is a miss, the rest of the cache stays
                             continue
+                        if vector is not None and not np.isfinite(vector).all():
+                            continue  # NaN or infinite values (a poisoned or damaged row): a miss, generated again
+                        if not isinstance(thought, str) or not isinstance(ids, list):
+                            continue
+                        found[key] = CachedThought(thought, ids, vector)
         except (sqlite3.Error, OSError) as err:
             self._degrade(err, reading=True)
         return found
