@@ -115,6 +115,10 @@ class FakeOpenAIServer:
 
             def _send(self, code, payload, headers=None):
                 body = json.dumps(payload).encode()
+                if getattr(self, "counted", False):  # the answer is ready: the request no longer waits on the server
+                    self.counted = False              # (counting until after the write would also count the time
+                    with server.lock:                 # the client already has the answer and sends its next one)
+                        server.in_flight -= 1
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -138,11 +142,14 @@ class FakeOpenAIServer:
                 with server.lock:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                self.counted = True
                 try:
                     self._answer(payload)
                 finally:
-                    with server.lock:
-                        server.in_flight -= 1
+                    if self.counted:  # no answer was sent (an exception)
+                        self.counted = False
+                        with server.lock:
+                            server.in_flight -= 1
 
             def _answer(self, payload):
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":

@@ -177,6 +177,8 @@ BAD_BODIES = [
     ({"input": ["x"] * 9}, 400, "input"),                     # over max_inputs
     ({"input": "x" * 301}, 400, "input"),                     # over max_input_chars
     ({"input": "a\ud800b"}, 400, "input"),                   # a lone surrogate: not text
+    ({"input": ""}, 400, "input"),                           # empty text: OpenAI refuses it too
+    ({"input": ["ok", "  "]}, 400, "input"),
     ({}, 400, "input"),
     ({"input": "x", "model": "gpt-4"}, 404, "model"),
     ({"input": "x", "dimensions": 0}, 400, "dimensions"),
@@ -205,6 +207,10 @@ def test_bad_transport_gets_openai_shaped_4xx(served):
     status, body = raw(server, "POST", "/v1/embeddings", data=json.dumps({"input": "x" * 9000}).encode())
     assert_error(status, body, 413)
     assert body["error"]["code"] == "request_too_large"  # the same code as a chunked body over the limit
+    for data in (b"\xff\xfe not utf-8", b"[" * 5_000, b'{"input": "x", "input": 1e999999}'):
+        status, body = raw(server, "POST", "/v1/embeddings", data=data)
+        assert_error(status, body, 400)
+        assert body["error"]["code"], data[:20]  # every refusal names a code
     assert_error(*raw(server, "GET", "/v1/embeddings"), 405)
     assert_error(*raw(server, "GET", "/v1/nothing"), 404)
     # what curl -d sends: valid JSON under a form content type; the error says what to change
@@ -231,6 +237,8 @@ def test_api_key(tiny_backbone):
         assert_error(status, body, 401)
         assert_error(*raw(server, "GET", "/v1/models"), 401)
         assert raw(server, "GET", "/health")[0] == 200  # open for load balancers
+        for path in ("/docs", "/openapi.json"):  # the API's description is behind the key too
+            assert raw(server, "GET", path)[0] == 401
         assert len(client(server, api_key="s3cret").embeddings.create(model=NAME, input="x").data) == 1
 
 
@@ -410,6 +418,9 @@ def test_serve_options_come_from_the_settings(monkeypatch):
         build_parser().parse_args(["serve", "m", "--default-input-type", "passage"])
     with pytest.raises(ValueError, match="max_queued"):
         ServeSettings(max_inputs=10, max_queued=5)
+    monkeypatch.setenv("O1_EMBEDDER_API_KEY", "")  # set but empty: refused as --api-key "" is, never "no key"
+    with pytest.raises(ValueError, match="api_key"):
+        settings_from_args(build_parser().parse_args(["serve", "m"]))
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -156,7 +156,12 @@ class OpenAIBackend(GenerationBackend):
                 with self._lock:
                     self.stats["retries"] += 1
                 wait = min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
-                self._sleep(max(wait, min(retry_after, self.max_backoff)))
+                wait = max(wait, min(retry_after, self.max_backoff))
+                asked = (f"; the server asked for {retry_after:g} s (Retry-After), waits are capped at "
+                         f"max_backoff={self.max_backoff:g} s" if retry_after > self.max_backoff else "")
+                logger.warning("%s: waiting %.1f s before retry %d of %d%s", last_error, wait, attempt + 1,
+                               self.max_retries, asked)
+                self._sleep(wait)
         raise RequestFailed(f"{last_error} (gave up after {self.max_retries + 1} tries)")
 
     def _first_model(self) -> str:

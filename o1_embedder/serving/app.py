@@ -127,7 +127,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
                    f"(got {content_type or 'no Content-Type'!r})")
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem(s))"
-    return JSONResponse(error_body(message, "invalid_request_error", param, first.get("type")), status_code=400)
+    return JSONResponse(error_body(message, "invalid_request_error", param, first.get("type") or "invalid_body"),
+                        status_code=400)
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str | None]:
@@ -152,7 +153,7 @@ def _describe(error: dict[str, Any]) -> tuple[str, str | None]:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors (unknown path 404, wrong method 405, ...) in OpenAI's shape."""
     assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+    codes = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
     kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
     body = error_body(str(exc.detail), kind, None, codes.get(exc.status_code))
     return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
@@ -171,14 +172,15 @@ async def _send_error(scope: Scope, receive: Receive, send: Send, error: ApiErro
 
 
 class ApiKey:
-    """``Authorization: Bearer KEY`` on ``/v1/*``, checked before the body is read; ``/health`` stays open."""
+    """``Authorization: Bearer KEY`` on every path but ``/health`` (``/v1/*``, and ``/docs`` and ``/openapi.json``,
+    which describe the API), checked before the body is read."""
 
     def __init__(self, app: ASGIApp, key: str):
         self.app = app
         self.key = key.encode("utf-8")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/") and not self._authorised(scope):
+        if scope["type"] == "http" and scope["path"] != "/health" and not self._authorised(scope):
             error = ApiError(401, "Incorrect or missing API key: send the header 'Authorization: Bearer KEY'",
                              "invalid_request_error", None, "invalid_api_key")
             await _send_error(scope, receive, send, error, {"WWW-Authenticate": "Bearer"})

@@ -34,8 +34,10 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     """Settings from parsed options; an option with an ``env`` variable takes it when not given."""
+    # A variable that is set counts even when empty: an empty key is refused as --api-key "" is, never read as
+    # "no authentication".
     from_env = {f.name: os.environ[f.metadata["env"]] for f in fields(ServeSettings)
-                if f.metadata.get("env") and getattr(args, f.name, None) is None and os.environ.get(f.metadata["env"])}
+                if f.metadata.get("env") and getattr(args, f.name, None) is None and f.metadata["env"] in os.environ}
     return dataclass_from_args(ServeSettings, args, **from_env)
 
 

@@ -77,6 +77,8 @@ def check_request(body: EmbeddingRequest, *, name: str, dimension: int, default_
         raise ApiError.bad_request(f"{len(texts)} inputs in one request; the limit is {settings.max_inputs}",
                                    "input", "too_many_inputs")
     for i, text in enumerate(texts):
+        if not text.strip():  # as OpenAI: an empty input is an error, not the embedding of nothing
+            raise ApiError.bad_request(f"input[{i}] is empty; every input needs some text", "input", "empty_input")
         if len(text) > settings.max_input_chars:
             raise ApiError.bad_request(f"input[{i}] has {len(text)} characters; the limit is "
                                        f"{settings.max_input_chars}", "input", "input_too_long")
