@@ -66,8 +66,12 @@ def save_adapter(model, path, dtype=None):
     staging = staging_dir(target, prefix=f".{target.name}-")
     try:
         module.model.peft_config["default"].save_pretrained(str(staging))
-        state = get_peft_model_state_dict(module.model)
-        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+        # the special-token rows are the adapter's trainable-token deltas; the base model the adapter is applied to
+        # already has the resized embedding, so the full embedding matrices are not stored (MBs, not 100s of MBs)
+        state = get_peft_model_state_dict(module.model, save_embedding_layers=False)
+        # clone: with tied input and output embeddings peft keeps one trained-token delta under two names, and
+        # safetensors refuses tensors that share memory
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().clone()
                  for k, v in state.items()}
         save_file(state, str(staging / "adapter_model.safetensors"), metadata={"format": "pt"})
         module.save_config(str(staging))

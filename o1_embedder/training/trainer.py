@@ -54,7 +54,7 @@ class JointTrainer(SentenceTransformerTrainer):
 
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
-        tensors = {name: param.detach().cpu().contiguous() for name, param in self._trainable().items()}
+        tensors = {name: param.detach().cpu().clone() for name, param in self._trainable().items()}  # no shared memory
         tmp = os.path.join(output_dir, f".{TRAINABLE_FILE}.tmp")
         save_file(tensors, tmp)
         os.replace(tmp, os.path.join(output_dir, TRAINABLE_FILE))
