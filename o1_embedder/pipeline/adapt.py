@@ -428,6 +428,7 @@ def stage_train(run: Run, config: AdaptConfig) -> None:
 def stage_eval(run: Run, config: AdaptConfig) -> None:
     """Stage 7 (``--eval``): before vs after on the corpus's own queries and judgments."""
     from o1_embedder.evaluation.job import resolve_dataset
+    from o1_embedder.generation.cache import default_cache_dir
     from o1_embedder.model.loading import MINILM
 
     data = resolve_dataset(config.corpus, split=config.eval_split)
@@ -436,7 +437,8 @@ def stage_eval(run: Run, config: AdaptConfig) -> None:
         pairs=[("adapted (think)", "before (think)"), ("adapted (no think)", "before (no think)"),
                ("adapted (think)", "adapted (no think)"), ("adapted (think)", "BM25"),
                ("adapted (think)", MINILM)],
-        cache_dir=run.path("embedding-cache"), dtype=config.dtype, document_tokens=config.eval_document_tokens,
+        cache_dir=default_cache_dir() / "embeddings",  # shared: the starting model's corpus is embedded once
+        dtype=config.dtype, document_tokens=config.eval_document_tokens,
         title=f"{data.name}: {len(data.queries)} queries, {len(data.corpus)} documents (adapted on the documents only)")
     write_card(run, config)
 
