@@ -119,8 +119,8 @@ def _read_jsonl_corpus(path: Path, layout: str) -> Corpus:
                  if value is not None and not isinstance(value, str)]
         wrong += [f"missing field {key!r}" for key, value in (("_id", doc_id), ("text", text)) if value is None]
         if wrong:
-            for message in wrong:
-                problems.add(number, message)
+            for reason in wrong:
+                problems.add(number, reason)
             continue
         doc_id = doc_id.strip()
         message = _document_problem(doc_id, title, text, first_line, number)

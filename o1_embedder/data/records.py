@@ -321,12 +321,12 @@ class JsonlWriter:
         for record in records:
             self._keep(record)
         if tail:
-            record = self._parse(tail, self.key)
+            last = self._parse(tail, self.key)
             with open(self.path, "rb+") as handle:
-                if record is not None:  # a whole record cut before its newline: keep it, close the line
+                if last is not None:  # a whole record cut before its newline: keep it, close the line
                     handle.seek(len(content))
                     handle.write(b"\n")
-                    self._keep(record)
+                    self._keep(last)
                 else:
                     self.dropped_partial = len(tail)
                     handle.truncate(len(content) - len(tail))
@@ -350,7 +350,9 @@ class JsonlWriter:
             content = handle.read()
         lines = content.split(b"\n")
         tail = lines.pop()  # b"" when the file ends with a newline
-        records, problems, total = [], [], 0
+        records: list[dict] = []
+        problems: list[str] = []
+        total = 0
         for number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue

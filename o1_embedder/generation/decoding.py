@@ -16,6 +16,7 @@ query embedding from the same KV cache. Compared with calling ``generate`` and r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -98,7 +99,7 @@ def _sampling_probs(logits: torch.Tensor, settings: GenerationSettings) -> torch
 
 @torch.no_grad()
 def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id: int, eos_ids: list[int],
-           suppress_ids: list[int] = (), row_seeds: list[int] | None = None, emb_id: int | None = None,
+           suppress_ids: Sequence[int] = (), row_seeds: list[int] | None = None, emb_id: int | None = None,
            prompt_embeddings: bool = False) -> Decoded:
     """Continue every prompt with at most ``settings.max_new_tokens`` tokens (see the module docstring).
 
@@ -193,6 +194,7 @@ def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id
             if state == DEAD:
                 keep(slot, members[slot], DEAD, count[slot], pad_id)
             elif state == EMB:  # the input was <emb>: its state is the embedding of every row of the slot
+                assert embeddings is not None  # EMB is only reached when embeddings are asked for
                 for row in members[slot]:
                     embeddings[row] = hidden[slot].float()
                 keep(slot, members[slot], DEAD, count[slot], pad_id)
@@ -230,8 +232,10 @@ def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id
             if index != list(range(slots)):
                 cache.batch_select_indices(torch.tensor(index, device=device))
                 mask = mask[index]
-            new_members, new_phase, new_count, new_pending = ([values[i] for i in picks] for values in
-                                                              (new_members, new_phase, new_count, new_pending))
+            new_members = [new_members[i] for i in picks]
+            new_phase = [new_phase[i] for i in picks]
+            new_count = [new_count[i] for i in picks]
+            new_pending = [new_pending[i] for i in picks]
             live = [True] * len(picks)
         members, phase, count = new_members, new_phase, new_count
         # Feed one token per slot (done slots feed padding, masked out).

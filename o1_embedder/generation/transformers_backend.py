@@ -133,7 +133,7 @@ class TransformersBackend(GenerationBackend):
         settings = self.settings
         out = decode(self.lm, prompts, settings=settings, pad_id=self.pad_id, eos_ids=self.eos_ids,
                      row_seeds=seeds if settings.do_sample else None)
-        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in out.token_ids]
+        texts = [str(self.tokenizer.decode(ids, skip_special_tokens=True)) for ids in out.token_ids]
         tokens = [len(ids) + int(done) for ids, done in zip(out.token_ids, out.finished)]
         return texts, tokens
 

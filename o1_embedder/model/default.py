@@ -57,7 +57,7 @@ def default_backbone_path(cache_dir: str | os.PathLike | None = None) -> Path:
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config  # the saved weights are plain float32
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(target, prefix=f".{DEFAULT_BACKBONE_NAME}-")
     try:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from sentence_transformers import SentenceTransformer
 
@@ -96,7 +97,7 @@ def use_dtype(model: SentenceTransformer, dtype: str | None = None) -> SentenceT
 
     from o1_embedder.dtypes import cpu_bf16_flags, fast_dtype
 
-    module = model[0]
+    module: Any = model[0]
     requested = dtype if dtype not in (None, "auto") else os.environ.get(DTYPE_ENV, "auto") or "auto"
     current = str(next(module.model.parameters()).dtype).replace("torch.", "")
     if requested == "auto":

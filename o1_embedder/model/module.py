@@ -287,7 +287,7 @@ class O1Embedder(InputModule):
 
     @property
     def special_token_ids(self) -> list[int]:
-        return self.tokenizer.convert_tokens_to_ids(self._format.special_tokens)
+        return list(self.tokenizer.convert_tokens_to_ids(self._format.special_tokens))
 
     def fingerprint(self) -> str:
         """Hash of the backbone: config, tokenizer size, and per weight its shape, dtype, sum, norm and a strided
@@ -453,7 +453,8 @@ class O1Embedder(InputModule):
             if any(h is None or h.embedding is None or h.embedding.shape[0] != dimension for h in hits):
                 out.append(None)
                 continue
-            vectors = torch.from_numpy(np.stack([h.embedding for h in hits]).astype(np.float32))
+            stored = [h.embedding for h in hits if h is not None and h.embedding is not None]
+            vectors = torch.from_numpy(np.stack(stored).astype(np.float32))
             if self.query_weight > 0:
                 vectors, plain = vectors[:-1], vectors[-1:]
             else:
@@ -492,17 +493,20 @@ class O1Embedder(InputModule):
         if own_keys is not None:
             for i, key in enumerate(own_keys):
                 entry = found.get(key)
-                if entry is not None and entry.embedding is not None and entry.embedding.shape[0] == hidden:
+                if plain is not None and entry is not None and entry.embedding is not None \
+                        and entry.embedding.shape[0] == hidden:
                     plain[i] = torch.from_numpy(entry.embedding)
                     plain_known.add(i)
 
         if hits:
+            assert keys is not None  # hits come from the cache
             cached = {s: found[keys[s[0]][s[1]]] for s in hits}
             reencode = [s for s in hits if cached[s].embedding is None or cached[s].embedding.shape[0] != hidden]
             for i, k in hits:
                 thoughts[i][k] = cached[(i, k)].text
-                if cached[(i, k)].embedding is not None and (i, k) not in reencode:
-                    vectors[i, k] = torch.from_numpy(cached[(i, k)].embedding)
+                vector = cached[(i, k)].embedding
+                if vector is not None and (i, k) not in reencode:
+                    vectors[i, k] = torch.from_numpy(vector)
             if reencode:  # thought known (e.g. synthesised elsewhere) but not its embedding: one forward pass
                 sequences = [self.builder.close_thought(prompt_ids[i], cached[(i, k)].token_ids) for i, k in reencode]
                 emb = embed_sequences(self.model, sequences, self.tokenizer.pad_token_id)
@@ -602,7 +606,8 @@ class O1Embedder(InputModule):
         self.save_config(output_path)
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
+    def load(cls, model_name_or_path: str, subfolder: str = "",  # type: ignore[override]
+             token: bool | str | None = None,
              cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
              model_kwargs: dict[str, Any] | None = None, processor_kwargs: dict[str, Any] | None = None,
              **kwargs) -> O1Embedder:
@@ -690,8 +695,9 @@ def _load_weights(local: str, model_kwargs: dict):
     are errors naming the folder and the tensors; code shipped in the folder is never run."""
     refuse_custom_code(local)
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(local, output_loading_info=True, trust_remote_code=False,
+        loaded: Any = AutoModelForCausalLM.from_pretrained(local, output_loading_info=True, trust_remote_code=False,
                                                            **model_kwargs)
+        model, info = loaded
     except Exception as err:  # safetensors raises its own SafetensorError
         if "safetensor" in str(err).lower() or "header" in str(err).lower() or "deserializ" in str(err).lower():
             raise ValueError(f"{os.path.join(local, 'model.safetensors')}: cannot be read ({err}); the file is "

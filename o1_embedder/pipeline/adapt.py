@@ -25,6 +25,7 @@ The adapted model is ``DIR/model``: a model folder like any other, its card nami
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -491,7 +492,7 @@ def adapt_run(config: AdaptConfig) -> Run:
     functions = {"queries": stage_queries, "mine": stage_mine, "teacher": stage_teacher, "synth": stage_synth,
                  "vote": stage_vote, "train": stage_train, "eval": stage_eval}
     settings = config.stage_settings()
-    stages = [Stage(name, (lambda run, f=functions[name]: f(run, config)), settings[name]) for name in ADAPT_STAGES]
+    stages = [Stage(name, functools.partial(functions[name], config=config), settings[name]) for name in ADAPT_STAGES]
     return Run(config.folder, "adapt", stages)
 
 

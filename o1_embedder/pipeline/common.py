@@ -24,7 +24,8 @@ def writer_model(name: str, dtype: str):
     from o1_embedder.model.loading import load_model
 
     model = load_model(name, dtype=dtype)
-    model[0].thought_cache = None
+    module: Any = model[0]
+    module.thought_cache = None
     return model
 
 
@@ -46,7 +47,7 @@ def train_stage(run: Run, config) -> list[dict]:
 def evaluate_models(data, models: Sequence[tuple[str, str]], out_dir: Path, *, pairs: Sequence[tuple[str, str]],
                     cache_dir: Path, dtype: str = "auto", document_tokens: int | None = None,
                     configure: dict[str, Any] | None = None, think_modes: Sequence[bool] = (True, False),
-                    title: str | None = None) -> dict[str, str]:
+                    title: str | None = None) -> dict[str, Path]:
     """nDCG@10 and more of each ``(label, model folder)`` thinking and not (rows ``"label (think)"`` /
     ``"label (no think)"``), BM25 and all-MiniLM-L6-v2 on ``data`` (a BEIR dataset), with paired tests of
     ``pairs``; the report (JSON, Markdown, PNG, TREC runs) goes to ``out_dir``, the Markdown table is printed.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -466,7 +467,7 @@ def recipe_run(config: RecipeConfig) -> Run:
     functions = {"records": stage_records, "mine": stage_mine, "synth": stage_synth, "vote": stage_vote,
                  "train": stage_train, "eval": stage_eval}
     settings = config.stage_settings()
-    return Run(config.out, "recipe", [Stage(name, (lambda run, f=functions[name]: f(run, config)), settings[name])
+    return Run(config.out, "recipe", [Stage(name, functools.partial(functions[name], config=config), settings[name])
                                       for name in STAGES])
 
 

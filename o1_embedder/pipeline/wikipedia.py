@@ -116,10 +116,10 @@ def stage_records(run: Run, args) -> None:
         for kind in ("description", "sentence"):
             if made[kind] >= (half if kind == "description" else args.dev_queries - half):
                 continue
-            query = description_query(item, ambiguous) if kind == "description" else ict_query(item, rng)
-            if query:
+            pair = description_query(item, ambiguous) if kind == "description" else ict_query(item, rng)
+            if pair:
                 qid = f"dev-{kind[0]}{made[kind]}"
-                dev_queries[qid], text = query[0], query[1]
+                dev_queries[qid], text = pair[0], pair[1]
                 dev_qrels.append((qid, item["id"]))
                 made[kind] += 1
                 break
@@ -135,8 +135,9 @@ def stage_records(run: Run, args) -> None:
 
     # Training records: one query per passage, the first --records passages of the shuffled pool that have one.
     rng = random.Random(f"{args.seed}-train")
-    records, kinds = [], {}
-    pool_texts = []
+    records: list[dict] = []
+    kinds: dict[str, int] = {}
+    pool_texts: list[str] = []
     for item in pool:
         made_query = make_query(item, args.query_source, rng, ambiguous) if len(records) < args.records else None
         if made_query is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class CorpusTeacher:
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
         self._bm25: BM25Index | None = None
-        self._dense: list[tuple[object, np.ndarray, str]] = []
+        self._dense: list[tuple[Any, np.ndarray, str]] = []
         from o1_embedder.evaluation.retrieval import EmbeddingCache, embed_corpus, model_fingerprint
         from o1_embedder.model.loading import load_comparison_model
 

@@ -48,7 +48,7 @@ def records_to_dataset(records: list[dict]) -> Dataset:
     with_scores = all("pos_scores" in r for r in records)
     if any("pos_scores" in r for r in records) and not with_scores:
         raise TrainingDataError("teacher scores are given for some records but not all")
-    rows = {column: [] for column in COLUMNS + ([SCORE_COLUMN] if with_scores else [])}
+    rows: dict[str, list] = {column: [] for column in COLUMNS + ([SCORE_COLUMN] if with_scores else [])}
     for r in records:
         rows["anchor"].append(r["query"])
         rows["positive"].append(r["pos"][0])

@@ -28,7 +28,9 @@ def heldout_evaluator(path: str | os.PathLike, name: str = "heldout", think: boo
                       batch_size: int = 16) -> HeldOutEvaluator:
     """An evaluator over a record file: each record's query against every passage of the file (all positives
     and negatives); its positives are the relevant ones. The file is validated like training data."""
-    queries, corpus, relevant = {}, {}, {}
+    queries: dict[str, str] = {}
+    corpus: dict[str, str] = {}
+    relevant: dict[str, set[str]] = {}
     ids: dict[str, str] = {}
     for record in RecordFile(path, Stage.BASE):
         qid = record["query_id"]

@@ -68,7 +68,9 @@ def register(meta: ModelMeta) -> ModelMeta:
 
     Replaces an earlier o1-embedder registration of the same name; refuses to shadow one of mteb's own models.
     """
-    _mteb_registries()[0][meta.name] = _checked_model(meta)
+    checked = _checked_model(meta)
+    assert checked.name is not None  # _checked_model refuses a nameless meta
+    _mteb_registries()[0][checked.name] = checked
     return meta
 
 

@@ -43,7 +43,7 @@ class LocalBeirRetrieval(AbsTaskRetrieval):
         with timer("Data loading", log_message=f"Loading local BEIR folder {cls.beir_path} ({cls.beir_split})..."):
             data = cls._beir_data or load_beir(cls.beir_path, split=cls.beir_split, name=self.metadata.name)
             cls._beir_data = None
-            self.dataset = {"default": {cls.beir_split: _retrieval_split(data)}}
+            self.dataset = {"default": {cls.beir_split: _retrieval_split(data)}}  # type: ignore[dict-item]
         with timer("Dataset transform"):
             self.dataset_transform(num_proc=num_proc)
         self.data_loaded = True
