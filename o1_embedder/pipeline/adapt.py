@@ -283,10 +283,15 @@ def stage_queries(run: Run, config: AdaptConfig) -> None:
                 continue
             query, positive = questions[corpus.ids[i]], full[i]
         elif kind == "title":
-            query, positive = title_query(corpus.titles[i], corpus.texts[i])
+            pair = title_query(corpus.titles[i], corpus.texts[i])
+            if pair is None:  # the plan only gives documents with a usable title this kind
+                continue
+            query, positive = pair
         else:
-            sentence, rest = inverse_cloze(corpus.texts[i], rng)
-            query, positive = sentence, document_text({"title": corpus.titles[i], "text": rest})
+            cut = inverse_cloze(corpus.texts[i], rng)
+            if cut is None:  # the plan only gives documents of 3+ sentences this kind
+                continue
+            query, positive = cut[0], document_text({"title": corpus.titles[i], "text": cut[1]})
         counts[kind] = counts.get(kind, 0) + 1
         records.append({"query_id": f"{corpus.ids[i]}#{kind}", "query": query, "pos": [positive], "kind": kind,
                         "doc_id": corpus.ids[i]})

@@ -88,7 +88,7 @@ def make_query(passage: dict, source: str, rng: random.Random, ambiguous: set[st
     return None
 
 
-def stage_records(run: Run, args) -> None:
+def stage_records(run: Run, config) -> None:
     out = run.folder
     from o1_embedder.data.records import write_records_atomic
     from o1_embedder.files import atomic_write_text
@@ -99,22 +99,22 @@ def stage_records(run: Run, args) -> None:
         counts[item["description"].lower()] = counts.get(item["description"].lower(), 0) + 1
     ambiguous = {d for d, n in counts.items() if n > 1}
     order = list(range(len(items)))
-    random.Random(args.seed).shuffle(order)
-    dev_items = [items[i] for i in order[:args.dev_passages]]
-    pool = [items[i] for i in order[args.dev_passages:]]
+    random.Random(config.seed).shuffle(order)
+    dev_items = [items[i] for i in order[:config.dev_passages]]
+    pool = [items[i] for i in order[config.dev_passages:]]
     log(f"records: {len(items)} passages of 30+ words; {len(dev_items)} held out for dev, {len(pool)} for training; "
         f"{len(ambiguous)} descriptions shared by several articles are not used as queries")
 
     # Dev collection (BEIR layout): half the queries are descriptions, half are sentences cut out of their
     # passage (the corpus holds the passage without that sentence); the other dev passages are distractors.
-    rng = random.Random(f"{args.seed}-dev")
+    rng = random.Random(f"{config.seed}-dev")
     dev_corpus, dev_queries, dev_qrels = {}, {}, []
-    half = args.dev_queries // 2
+    half = config.dev_queries // 2
     made = {"description": 0, "sentence": 0}
     for item in dev_items:
         text = item["text"]
         for kind in ("description", "sentence"):
-            if made[kind] >= (half if kind == "description" else args.dev_queries - half):
+            if made[kind] >= (half if kind == "description" else config.dev_queries - half):
                 continue
             pair = description_query(item, ambiguous) if kind == "description" else ict_query(item, rng)
             if pair:
@@ -134,12 +134,12 @@ def stage_records(run: Run, args) -> None:
                       + "".join(f"{q}\t{d}\t1\n" for q, d in dev_qrels))
 
     # Training records: one query per passage, the first --records passages of the shuffled pool that have one.
-    rng = random.Random(f"{args.seed}-train")
+    rng = random.Random(f"{config.seed}-train")
     records: list[dict] = []
     kinds: dict[str, int] = {}
     pool_texts: list[str] = []
     for item in pool:
-        made_query = make_query(item, args.query_source, rng, ambiguous) if len(records) < args.records else None
+        made_query = make_query(item, config.query_source, rng, ambiguous) if len(records) < config.records else None
         if made_query is None:
             pool_texts.append(item["text"])
             continue
