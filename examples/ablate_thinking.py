@@ -65,7 +65,7 @@ def comparison_pairs(names: list[str]) -> list[tuple[str, str]]:
 def load(name: str):
     if name == "untrained":
         return default_model(trained=False)
-    return load_model(name)
+    return load_model(name, dtype="float32")  # the bfloat16 variants cast a copy themselves
 
 
 def main(argv=None) -> int:

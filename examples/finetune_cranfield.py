@@ -119,7 +119,7 @@ def main(argv=None) -> int:
               f"{logs[-1]['contrastive']:.3f}"
               f", generation {logs[0]['generation']:.3f} -> {logs[-1]['generation']:.3f}")
 
-    tuned = load_model(str(result.path))
+    tuned = load_model(str(result.path), dtype="float32")  # as the starting model it is compared with
     after = evaluate(tuned, heldout, "after", cache_dir, args.batch_size)
     paths = write_report(before + after, out / "report", f"Cranfield held-out ({len(heldout_ids)} queries)")
     print(open(paths["md"]).read())
