@@ -171,6 +171,7 @@ class AdaptConfig:
             train.pop(name)
         return {
             "queries": {**pick("model", "seed", "query_kinds", "train_queries", "round_trip_k", "question_tokens",
+                               "passage_tokens",
                                "teacher"), "writer_dtype": self.resolved_dtype()},
             "mine": pick("negatives", "mine_depth", "negative_margin"),
             "teacher": {},
@@ -199,6 +200,12 @@ def min_documents(config: AdaptConfig) -> int:
     return max(config.batch_size, config.negatives + 2)
 
 
+def visible_words(config: AdaptConfig) -> int:
+    """About how many words of a passage training reads (``passage_tokens``, ~0.75 words per token): a question
+    or a cut-out sentence comes from that part, so the positive the model sees holds what the query asks."""
+    return max(20, int(config.passage_tokens * 0.75))
+
+
 def _plan(corpus, config: AdaptConfig) -> list[tuple[int, str]]:
     """``(document index, kind)`` slots: documents in seeded order, kinds rotated, each document at most once
     per kind, until ``train_queries`` slots (kinds a document has none of are replaced by its next kind)."""
@@ -210,7 +217,8 @@ def _plan(corpus, config: AdaptConfig) -> list[tuple[int, str]]:
     available = {}
     for i in order:
         has = {"question": True, "title": title_query(corpus.titles[i], corpus.texts[i]) is not None,
-               "sentence": inverse_cloze(corpus.texts[i], random.Random(0)) is not None}
+               "sentence": inverse_cloze(corpus.texts[i], random.Random(0),
+                                         within_words=visible_words(config)) is not None}
         available[i] = [k for k in kinds if has[k]]
     slots: list[tuple[int, str]] = []
     used: dict[int, set[str]] = {i: set() for i in order}
@@ -256,7 +264,8 @@ def stage_queries(run: Run, config: AdaptConfig) -> None:
             step = 4 * config.writer_batch_size
             for start in range(0, len(todo), step):
                 chunk = todo[start:start + step]
-                requests = [GenerationRequest([{"role": "user", "content": question_prompt(full[i])}])
+                requests = [GenerationRequest([{"role": "user", "content": question_prompt(
+                    full[i], max_words=visible_words(config))}])
                             for i in chunk]
                 for i, generation in zip(chunk, backend.generate(requests)):
                     text = generation.texts[0] if generation.ok and generation.texts else ""
@@ -288,7 +297,7 @@ def stage_queries(run: Run, config: AdaptConfig) -> None:
                 continue
             query, positive = pair
         else:
-            cut = inverse_cloze(corpus.texts[i], rng)
+            cut = inverse_cloze(corpus.texts[i], rng, within_words=visible_words(config))
             if cut is None:  # the plan only gives documents of 3+ sentences this kind
                 continue
             query, positive = cut[0], document_text({"title": corpus.titles[i], "text": cut[1]})

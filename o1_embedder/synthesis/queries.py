@@ -37,12 +37,15 @@ def sentences(text: str, *, cased: bool = False) -> list[str]:
     return [s for s in (" ".join(part.split()) for part in pattern.split(text.strip())) if s]
 
 
-def inverse_cloze(text: str, rng: random.Random, *, min_words: int = 6, max_words: int = 40, cased: bool = False
-                  ) -> tuple[str, str] | None:
+def inverse_cloze(text: str, rng: random.Random, *, min_words: int = 6, max_words: int = 40, cased: bool = False,
+                  within_words: int | None = None) -> tuple[str, str] | None:
     """``(sentence, text without it)`` for a sentence other than the first of a document with 3+ sentences
-    and ``min_words``-``max_words`` words, or ``None`` when there is none."""
+    and ``min_words``-``max_words`` words, or ``None`` when there is none. ``within_words``: only a sentence that
+    ends within the document's first so many words (the part a model truncated to that length still reads)."""
     parts = sentences(text, cased=cased)
-    choices = [i for i in range(1, len(parts)) if min_words <= len(parts[i].split()) <= max_words]
+    ends = [sum(len(p.split()) for p in parts[:k + 1]) for k in range(len(parts))]
+    choices = [i for i in range(1, len(parts)) if min_words <= len(parts[i].split()) <= max_words
+               and (within_words is None or ends[i] <= within_words)]
     if len(parts) < 3 or not choices:
         return None
     i = rng.choice(choices)
