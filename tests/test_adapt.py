@@ -189,7 +189,7 @@ def test_plan_rotates_kinds_and_caps_queries(beir):
     from o1_embedder.pipeline.adapt import _plan
 
     corpus = load_corpus(beir)
-    slots = _plan(corpus, config(beir, "x", "m", train_queries=60))
+    slots = _plan(corpus, config(beir, "x", "m", train_queries=60, passage_tokens=128))
     assert len(slots) == 60 and len(set(slots)) == 60  # a document at most once per kind
     kinds = [k for _, k in slots[:30]]
     assert all(kinds.count(k) >= 6 for k in ("question", "title", "sentence")), kinds
