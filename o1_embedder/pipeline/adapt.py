@@ -63,7 +63,8 @@ class AdaptConfig:
                               "float32 or bfloat16", choices=("auto", "float32", "bfloat16"))
     # queries
     query_kinds: list[str] = _opt(["question", "title", "sentence"], "pseudo-query sources, rotated over documents")
-    train_queries: int = _opt(1024, "training queries (at most one per document and kind)")
+    train_queries: int = _opt(1400, "training queries (at most one per document and kind; the default gives one to "
+                                    "each document of a 1,400-document corpus, about an hour on 2 CPU cores)")
     round_trip_k: int = _opt(3, "keep a written question when its document is in the teacher's top k")
     question_tokens: int = _opt(32, "new tokens of a written question")
     writer_batch_size: int = _opt(32, "rows generated together when writing questions and thoughts")
@@ -80,7 +81,8 @@ class AdaptConfig:
     batch_size: int = _opt(16, "queries per training batch")
     train_negatives: int = _opt(1, "hard negatives per query in a batch")
     passage_tokens: int = _opt(128, "passage truncation in training")
-    learning_rate: float = _opt(2e-4, "peak learning rate")
+    learning_rate: float = _opt(1e-3, "peak learning rate (chosen on a seeded half of Cranfield's queries: 2e-4, "
+                                      "5e-4, 1e-3 gave 0.286, 0.298, 0.306 nDCG@10 thinking there)")
     lora_r: int = _opt(16, "LoRA rank")
     lora_alpha: int = _opt(32, "LoRA alpha")
     epochs: float = _opt(1.0, "passes over the training queries")
