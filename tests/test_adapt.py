@@ -94,6 +94,12 @@ def test_adapt_end_to_end(adapted, beir, tiny_o1):
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
     card = (adapted / "model" / "README.md").read_text()
     assert corpus.sha256 in card and "## Domain adaptation" in card and "adapted (think)" in card
+    assert f"{len(records)} with teacher scores" in card and "stage times" in card
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(adapted / "model"), trust_remote_code=True)  # the ecosystem's loader too
+    assert torch.allclose(st.encode_document(["a wing"], convert_to_tensor=True),
+                          model.encode_document(["a wing"], convert_to_tensor=True), atol=1e-5)
     results = json.loads((adapted / "eval" / "results.json").read_text())
     names = [r["name"] for r in results["results"]] if isinstance(results, dict) else [r["name"] for r in results]
     assert {"before (think)", "adapted (think)", "adapted (no think)", "BM25"} <= set(names)

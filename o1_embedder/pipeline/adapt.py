@@ -478,13 +478,28 @@ def write_card(run: Run, config: AdaptConfig) -> None:
              f"sha256 `{corpus.get('sha256')}`),",
              "with no query and no judgment: pseudo-queries written from the documents, negatives and teacher scores",
              "from a committee, thoughts written by the model and chosen by the committee.", "",
-             f"- pseudo-queries: {json.dumps(counts.get('by_kind', {}))}",
+             f"- pseudo-queries: {json.dumps(counts.get('by_kind', {}))} ({counts.get('queries')} kept of "
+             f"{counts.get('planned')} planned)",
+             f"- training records: {_lines(run.path('mined.jsonl'))} with hard negatives, "
+             f"{_lines(run.path('scored.jsonl'))} with teacher scores, "
+             f"{_count_thoughts(run.path('train.jsonl'))} with a thought chosen by the committee",
              f"- settings: `{json.dumps(run.record.get('stages', {}), sort_keys=True)}`",
              f"- stage times (seconds): `{json.dumps(run.timings())}`"]
     results = run.path("eval", "results.md")
     if results.is_file():
         lines += ["", results.read_text(encoding="utf-8").replace("# ", "### ", 1)]
     atomic_write_text(card_path, card + "\n".join(lines) + "\n")
+
+
+def _lines(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.is_file() else 0
+
+
+def _count_thoughts(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return sum(1 for line in lines if json.loads(line).get("thought"))
 
 
 # ------------------------------------------------------------------------------------------------- run
