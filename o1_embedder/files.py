@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -75,6 +76,27 @@ def replace_folder(target: str | os.PathLike, write: Callable[[Path], None], *, 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+#: what a write that ran out of space says, in the libraries that write models (OS, torch's zip writer, safetensors)
+_FULL_SIGNS = ("no space left", "unexpected pos", "storagefull", "disk quota", "errno 28", "code: 28", "file too large")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` is a write that failed for lack of space (``ENOSPC`` or the messages libraries give it)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    return any(sign in str(err).lower() for sign in _FULL_SIGNS)
+
+
+def disk_full_error(err: BaseException, path: str | os.PathLike, what: str, keep: str) -> OSError:
+    """An ``OSError(ENOSPC)`` saying the disk is full, naming ``path``, the free space there and what is intact."""
+    try:
+        free = f"{shutil.disk_usage(Path(path).parent if not Path(path).exists() else path).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return OSError(errno.ENOSPC, f"the disk is full: writing {what} {path} failed ({free}; {type(err).__name__}: "
+                                 f"{str(err)[:160]}); {keep}")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -93,3 +93,36 @@ def test_outputs_are_checked_before_the_first_step(data, start, tmp_path):
     with pytest.raises(ValueError, match="adapter_output .* is a file"):
         train(config(data, start, tmp_path / "out", adapter_output=str(blocker)))
     assert not (tmp_path / "out").exists() and not os.path.exists(checkpoint_folder(tmp_path / "out"))
+
+
+def test_a_full_disk_is_named_and_leaves_the_earlier_model_and_checkpoints(data, start, tmp_path, monkeypatch):
+    import errno
+
+    from safetensors import SafetensorError
+
+    output = tmp_path / "out"
+    train(config(data, start, output, save_steps=1, max_steps=1))
+    before = load_file(output / "model.safetensors")
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr("transformers.modeling_utils.safe_save_file", full)
+    with pytest.raises(OSError, match=f"the disk is full: writing the model folder {output}") as err:
+        train(config(data, start, output, save_steps=0, max_steps=1, force=True))
+    assert err.value.errno == errno.ENOSPC
+    after = load_file(output / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing was replaced
+    monkeypatch.undo()
+
+    real_save = torch.save
+
+    def torch_full(obj, f, *args, **kwargs):
+        if str(f).endswith("optimizer.pt"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", torch_full)
+    with pytest.raises(OSError, match="the disk is full: writing checkpoint .*checkpoint-1.*--resume"):
+        train(config(data, start, tmp_path / "other", save_steps=1, max_steps=1))

@@ -236,7 +236,15 @@ def save_model(model: SentenceTransformer, path: str | os.PathLike, *, force: bo
         model.save(str(staging))
         (staging / "README.md").write_text(_card(model, target.name), encoding="utf-8")
 
-    return replace_folder(target, write)
+    try:
+        return replace_folder(target, write)
+    except Exception as err:  # safetensors raises its own error type for a failed write
+        from o1_embedder.files import disk_full_error, is_disk_full
+
+        if not is_disk_full(err):
+            raise
+        raise disk_full_error(err, target, "the model folder",
+                              "nothing was replaced: an earlier model there is intact") from err
 
 
 def _card(model: SentenceTransformer, name: str) -> str:

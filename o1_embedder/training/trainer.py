@@ -49,6 +49,19 @@ class JointTrainer(SentenceTransformerTrainer):
         model = getattr(self.model, "_orig_mod", self.model)
         return {name: param for name, param in model.named_parameters() if param.requires_grad}
 
+    def _save_checkpoint(self, model, trial) -> None:
+        try:
+            super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as err:  # torch's zip writer says "unexpected pos" when the disk fills
+            from o1_embedder.files import disk_full_error, is_disk_full
+
+            if not is_disk_full(err):
+                raise
+            folder = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
+            raise disk_full_error(err, folder, "checkpoint",
+                                  "the earlier checkpoints and model are intact: free space and run again with "
+                                  "--resume") from err
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         from safetensors.torch import save_file
 
