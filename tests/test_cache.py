@@ -10,6 +10,7 @@ from conftest import QUERIES
 
 from o1_embedder import ThoughtCache
 from o1_embedder.generation.cache import CachedThought
+from o1_embedder.model.thinking import cache_keys
 
 
 def test_repeated_encode_query_generates_nothing(tiny_model, tmp_path):
@@ -92,10 +93,10 @@ def test_concurrent_readers_and_a_writer(tmp_path):
         t.start()
     for t in threads:
         t.join()
+    counts = [queue.get(timeout=600) for _ in range(40)]  # generous: a busy machine starts spawned processes slowly
     for p in procs:
-        p.join(timeout=60)
+        p.join(timeout=600)
         assert p.exitcode == 0
-    counts = [queue.get(timeout=10) for _ in range(40)]
     assert not errors and set(counts) == {50}
     assert len(cache) == 70
     assert cache.get_many(["k3"])["k3"] == CachedThought("thought k3", [1, 2, 3])
@@ -110,7 +111,7 @@ def test_thought_without_embedding_is_embedded_in_one_pass(tiny_model, tmp_path)
     module.configure(num_thoughts=1, do_sample=False)
     module.thought_cache = ThoughtCache(tmp_path / "t.sqlite")
     thought_ids = module.tokenizer("the boundary layer separates", add_special_tokens=False)["input_ids"]
-    key = module._cache_keys(["what is separation"], 1)[0][0]
+    key = cache_keys(module, ["what is separation"], 1)[0][0]
     module.thought_cache.put_many([(key, "what is separation", 0, CachedThought("x", thought_ids))])
     emb = tiny_model.encode_query(["what is separation"], convert_to_tensor=True)
     assert module.stats["generate_calls"] == 0 and module.stats["thoughts_from_cache"] == 1

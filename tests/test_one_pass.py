@@ -7,6 +7,7 @@ from conftest import QUERIES, SAMPLING
 
 from o1_embedder import build_model
 from o1_embedder.model.encoding import GenerationSettings, embed_sequences, think_and_embed
+from o1_embedder.model.thinking import cache_keys
 
 
 @pytest.mark.parametrize("backbone", ["tiny_backbone", "tiny_qwen_backbone"])
@@ -44,7 +45,7 @@ def test_encode_query_k_thoughts_matches_cached_two_pass(tiny_model, tmp_path):
     # The average of K normalised vectors, re-normalised: check against the per-sample vectors.
     with torch.no_grad():
         prompts = module.builder.query_prompts(QUERIES)
-        keys = module._cache_keys(QUERIES, 2)
+        keys = cache_keys(module, QUERIES, 2)
         stored = module.thought_cache.get_many([k for row in keys for k in row])
         for i, prompt in enumerate(prompts):
             seqs = [module.builder.close_thought(prompt, stored[k].token_ids) for k in keys[i]]

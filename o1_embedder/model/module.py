@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import os
 import warnings
@@ -24,15 +23,16 @@ from sentence_transformers.base.modules import InputModule
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from o1_embedder.generation.backends import float_dtype
-from o1_embedder.generation.cache import CachedThought, ThoughtCache, thought_key
-from o1_embedder.generation.settings import GenerationSettings, row_seed
-from o1_embedder.model.encoding import decoder, embed_sequences, left_pad, position_ids, think_and_embed
+from o1_embedder.generation.cache import ThoughtCache
+from o1_embedder.generation.settings import GenerationSettings
+from o1_embedder.model import thinking
+from o1_embedder.model.encoding import decoder, left_pad, position_ids
+from o1_embedder.model.folder import CONFIG_FILE, check_finite, check_model_folder, load_weights
 from o1_embedder.model.formats import PromptFormat, SequenceBuilder, validate_texts
 from o1_embedder.model.tokens import add_special_tokens, ensure_pad_token
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "o1_embedder_config.json"
 
 #: the model's ``prompts["query"]``: it routes ``encode(..., prompt_name="query")`` to the query path (it is a
 #: marker, never text the model sees)
@@ -359,25 +359,6 @@ class O1Embedder(InputModule):
         input_ids, attention_mask = left_pad(sequences, pad_id, "cpu")
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
-    def _progress_bar(self, rows: int):
-        """A progress bar over the thoughts of one call (when it generates many tokens, or ``progress=True``),
-        announced with the token budget when it is large on a CPU."""
-        if rows == 0:
-            return None
-        budget = rows * self._generation.max_new_tokens
-        show = self.progress if self.progress is not None else budget >= 4096
-        if not show:
-            return None
-        if self.model.device.type == "cpu" and budget >= 16384:
-            logger.warning("o1-embedder: thinking will generate up to %d tokens (%d thoughts x %d new tokens) on a "
-                           "CPU; greedy K=1 with fewer new tokens is faster (configure(num_thoughts=1, "
-                           "do_sample=False, max_new_tokens=32))", budget, rows, self._generation.max_new_tokens)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=rows, desc="Thinking", unit="thought", leave=False)
-        bar.tokens_before = self.stats["generated_tokens"]
-        return bar
-
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -412,179 +393,20 @@ class O1Embedder(InputModule):
             features["thought_targets"] = targets[selected]
         return features
 
-    def _cache_base(self) -> tuple[str, str, str]:
-        settings = json.dumps({"format": self.prompt_format, "max_query_tokens": self.max_query_tokens}, sort_keys=True)
-        return self.fingerprint(), settings, self._generation.cache_key()
-
-    def _cache_keys(self, queries: list[str], samples: int) -> list[list[str]]:
-        """Per query, the thought cache keys of its ``samples`` thoughts."""
-        base = self._cache_base()
-        return [[thought_key(*base, str(k), q) for k in range(samples)] for q in queries]
-
-    def _own_keys(self, queries: list[str]) -> list[str]:
-        """Per query, the cache key of its own (no-thought) embedding, stored as sample -1 with an empty thought
-        (used when ``query_weight`` > 0)."""
-        base = self._cache_base()
-        return [thought_key(*base, "query", q) for q in queries]
-
-    def _blend(self, thoughts: torch.Tensor, plain: torch.Tensor | None) -> torch.Tensor:
-        """The thinking embedding: the normalised mean of the thought embeddings ``(n, K, hidden)``, mixed with
-        the query's own embedding ``(n, hidden)`` by ``query_weight``."""
-        embeddings = F.normalize(thoughts.mean(dim=1), dim=-1)
-        if self.query_weight > 0:
-            embeddings = F.normalize((1 - self.query_weight) * embeddings + self.query_weight * plain, dim=-1)
-        return embeddings
-
     def cached_query_embeddings(self, queries: list[str]) -> list[np.ndarray | None]:
         """For each query, its thinking embedding when the thought cache holds all its K thoughts with their
-        embeddings (the mean of the K vectors, re-normalised, as :meth:`think_and_embed` combines them), else
-        ``None``. Runs no model: a server answers such queries without queueing them."""
-        cache = self.thought_cache
-        if cache is None or not queries:
-            return [None] * len(queries)
-        keys = self._cache_keys(queries, self.num_thoughts if self._generation.do_sample else 1)
-        if self.query_weight > 0:
-            keys = [row + [own] for row, own in zip(keys, self._own_keys(queries))]
-        found = cache.get_many([k for row in keys for k in row])
-        dimension = self.get_embedding_dimension()
-        out: list[np.ndarray | None] = []
-        for row in keys:
-            hits = [found.get(k) for k in row]
-            if any(h is None or h.embedding is None or h.embedding.shape[0] != dimension for h in hits):
-                out.append(None)
-                continue
-            stored = [h.embedding for h in hits if h is not None and h.embedding is not None]
-            vectors = torch.from_numpy(np.stack(stored).astype(np.float32))
-            if self.query_weight > 0:
-                vectors, plain = vectors[:-1], vectors[-1:]
-            else:
-                plain = None
-            out.append(self._blend(vectors[None], plain)[0].numpy())
-        return out
+        embeddings, else ``None``; runs no model (:func:`o1_embedder.model.thinking.cached_query_embeddings`)."""
+        return thinking.cached_query_embeddings(self, queries)
 
-    @torch.no_grad()
     def think_and_embed(self, queries: list[str], prompt_ids: list[list[int]] | None = None
                         ) -> tuple[torch.Tensor, list[list[str]]]:
         """Embed queries with thinking. Returns ``(embeddings (n, hidden), thoughts [n][K])``.
 
         Thoughts found in the thought cache come with their embedding (no model call); a cached thought
         without one is embedded with one forward pass over ``prompt + thought + eos + <emb>``. The others
-        are generated and embedded from generation's KV cache.
+        are generated and embedded from generation's KV cache (:mod:`o1_embedder.model.thinking`).
         """
-        queries = validate_texts(queries, "queries")
-        if prompt_ids is None:
-            prompt_ids = self.builder.query_prompts(queries)
-        samples = self.num_thoughts if self._generation.do_sample else 1
-        blend = self.query_weight > 0
-        cache = self.thought_cache
-        keys = self._cache_keys(queries, samples) if cache is not None else None
-        own_keys = self._own_keys(queries) if cache is not None and blend else None
-        found = cache.get_many([k for row in keys for k in row] + (own_keys or [])) if cache is not None else {}
-
-        slots = [(i, k) for i in range(len(queries)) for k in range(samples)]
-        hits = [s for s in slots if keys is not None and keys[s[0]][s[1]] in found]
-        misses = [s for s in slots if keys is None or keys[s[0]][s[1]] not in found]
-        hidden = self.get_embedding_dimension()
-        vectors = torch.zeros(len(queries), samples, hidden, device=self.model.device)
-        thoughts: list[list[str]] = [[""] * samples for _ in queries]
-        # the queries' own embeddings (query_weight > 0): from the cache, else read in generation's prefill
-        plain = torch.zeros(len(queries), hidden, device=self.model.device) if blend else None
-        plain_known: set[int] = set()
-        if own_keys is not None:
-            for i, key in enumerate(own_keys):
-                entry = found.get(key)
-                if plain is not None and entry is not None and entry.embedding is not None \
-                        and entry.embedding.shape[0] == hidden:
-                    plain[i] = torch.from_numpy(entry.embedding)
-                    plain_known.add(i)
-
-        if hits:
-            assert keys is not None  # hits come from the cache
-            cached = {s: found[keys[s[0]][s[1]]] for s in hits}
-            reencode = [s for s in hits if cached[s].embedding is None or cached[s].embedding.shape[0] != hidden]
-            for i, k in hits:
-                thoughts[i][k] = cached[(i, k)].text
-                vector = cached[(i, k)].embedding
-                if vector is not None and (i, k) not in reencode:
-                    vectors[i, k] = torch.from_numpy(vector)
-            if reencode:  # thought known (e.g. synthesised elsewhere) but not its embedding: one forward pass
-                sequences = [self.builder.close_thought(prompt_ids[i], cached[(i, k)].token_ids) for i, k in reencode]
-                emb = embed_sequences(self.model, sequences, self.tokenizer.pad_token_id)
-                for (i, k), e in zip(reencode, emb):
-                    vectors[i, k] = e
-            self.stats["thoughts_from_cache"] += len(hits)
-        # Rows are decoded in chunks of at most ``decode_rows``, so memory stays flat however large K or the
-        # batch; the K samples of a query stay together where they fit (one shared prefill).
-        bar = self._progress_bar(len(misses))
-        # a query's K samples in one chunk (one prefill) unless K alone is more than decode_rows
-        rows = self.decode_rows // samples * samples if samples <= self.decode_rows else self.decode_rows
-        try:
-            self._think_chunks(misses, rows, prompt_ids, queries, keys, cache, vectors, thoughts, bar, plain,
-                               plain_known, own_keys)
-        finally:
-            if bar is not None:
-                bar.close()
-        if blend:
-            self._embed_plain([i for i in range(len(queries)) if i not in plain_known], prompt_ids, queries,
-                              own_keys, cache, plain)
-        embeddings = self._blend(vectors, plain)
-        if samples < self.num_thoughts:  # greedy: the K thoughts are one thought repeated
-            thoughts = [row * self.num_thoughts for row in thoughts]
-        return embeddings, thoughts
-
-    def _think_chunks(self, misses, rows, prompt_ids, queries, keys, cache, vectors, thoughts, bar, plain=None,
-                      plain_known=None, own_keys=None) -> None:
-        """Generate the missing thoughts in chunks of ``rows``, filling ``vectors`` and ``thoughts`` in place and
-        storing each chunk's thoughts in the cache as soon as it is done; with ``plain`` (query_weight > 0), the
-        queries' own embeddings not yet known are read in the same prefill."""
-        for start in range(0, len(misses), rows):
-            chunk = misses[start:start + rows]
-            result = think_and_embed(
-                self.model, [prompt_ids[i] for i, _ in chunk], settings=self._generation,
-                pad_id=self.tokenizer.pad_token_id, eos_id=self.builder.eos_id, emb_id=self.builder.emb_id,
-                suppress_ids=self.special_token_ids,
-                row_seeds=[row_seed(self._generation.seed, queries[i], str(k)) for i, k in chunk],
-                prompt_embeddings=plain is not None,
-            )
-            texts = self.tokenizer.batch_decode(result.thought_ids, skip_special_tokens=True)
-            for (i, k), e, text in zip(chunk, result.embeddings, texts):
-                vectors[i, k], thoughts[i][k] = e, text
-            if plain is not None:
-                new = {i: e for (i, _), e in zip(chunk, result.prompt_embeddings) if i not in plain_known}
-                for i, e in new.items():
-                    plain[i] = e
-                plain_known.update(new)
-                self._store_plain(list(new), queries, own_keys, cache, plain)
-            self.stats["generate_calls"] += 1
-            self.stats["thoughts_generated"] += len(chunk)
-            self.stats["generated_tokens"] += result.generated_tokens
-            if bar is not None:
-                bar.update(len(chunk))
-                elapsed = max(bar.format_dict.get("elapsed", 0.0), 1e-6)
-                bar.set_postfix(tokens_per_s=f"{(self.stats['generated_tokens'] - bar.tokens_before) / elapsed:.0f}")
-            if cache is not None:
-                vecs = result.embeddings.cpu().numpy()
-                cache.put_many([(keys[i][k], queries[i], k, CachedThought(text, ids, vec))
-                                for (i, k), text, ids, vec in zip(chunk, texts, result.thought_ids, vecs)])
-
-    def _embed_plain(self, todo: list[int], prompt_ids, queries, own_keys, cache, plain: torch.Tensor) -> None:
-        """The own embeddings of queries whose thoughts all came from the cache: one forward pass over
-        ``prompt + <emb>``."""
-        if not todo:
-            return
-        sequences = [self.builder.close_prompt(prompt_ids[i]) for i in todo]
-        for start in range(0, len(todo), self.decode_rows):
-            part = todo[start:start + self.decode_rows]
-            emb = embed_sequences(self.model, sequences[start:start + self.decode_rows], self.tokenizer.pad_token_id)
-            for i, e in zip(part, emb):
-                plain[i] = e
-        self._store_plain(todo, queries, own_keys, cache, plain)
-
-    @staticmethod
-    def _store_plain(indices: list[int], queries, own_keys, cache, plain: torch.Tensor) -> None:
-        if cache is not None and indices:
-            cache.put_many([(own_keys[i], queries[i], -1, CachedThought("", [], plain[i].cpu().numpy()))
-                            for i in indices])
+        return thinking.think_and_embed(self, queries, prompt_ids)
 
     # ------------------------------------------------------------------------------- save and load
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
@@ -635,7 +457,7 @@ class O1Embedder(InputModule):
             raise ValueError(f"{config_path}: field 'dtype': {err}") from None
         model_kwargs = dict(model_kwargs or {})
         model_kwargs.setdefault("dtype", dtype)
-        model = _load_weights(local, model_kwargs)
+        model = load_weights(local, model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=False, **(processor_kwargs or {}))
         try:
             return cls(model, tokenizer, **config)
@@ -689,77 +511,4 @@ def _check_setting(name: str, value, kind: type, minimum: int | None = None) -> 
         raise ValueError(f"setting {name!r} must be >= {minimum}, got {value}")
 
 
-def _load_weights(local: str, model_kwargs: dict):
-    """The causal LM of a model folder, exactly as saved: a corrupt weight file is reported with its path; a
-    missing, unexpected or mis-shaped tensor (a config that does not match the weights) and a non-finite weight
-    are errors naming the folder and the tensors; code shipped in the folder is never run."""
-    refuse_custom_code(local)
-    try:
-        loaded: Any = AutoModelForCausalLM.from_pretrained(local, output_loading_info=True, trust_remote_code=False,
-                                                           **model_kwargs)
-        model, info = loaded
-    except Exception as err:  # safetensors raises its own SafetensorError
-        if "safetensor" in str(err).lower() or "header" in str(err).lower() or "deserializ" in str(err).lower():
-            raise ValueError(f"{os.path.join(local, 'model.safetensors')}: cannot be read ({err}); the file is "
-                             f"corrupt or truncated") from err
-        raise
-    problems = []
-    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
-        names = sorted(str(k if isinstance(k, str) else k[0]) for k in (info.get(kind) or []))
-        if names:
-            problems.append(f"{kind.replace('_keys', '')} weights {names[:8]}"
-                            + (f" and {len(names) - 8} more" if len(names) > 8 else ""))
-    if problems:
-        raise ValueError(f"model folder {local}: its weights do not match its config.json ({'; '.join(problems)}); "
-                         f"the folder is damaged or its config was edited")
-    check_finite(model, f"model folder {local}")
-    return model
-
-
-def check_finite(model, where: str) -> None:
-    """Refuse a model with NaN or infinite weights (they give garbage vectors without any other sign)."""
-    bad = [name for name, tensor in model.state_dict().items()
-           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
-    if bad:
-        raise ValueError(f"{where}: non-finite (NaN or infinite) values in {bad[:8]}"
-                         + (f" and {len(bad) - 8} more tensors" if len(bad) > 8 else ""))
-
-
-def refuse_custom_code(local: str) -> None:
-    """A folder whose config or tokenizer config maps classes to its own code (``auto_map``) is refused: only this
-    package's classes are trusted, and transformers would otherwise ask whether to run the folder's code."""
-    for name in ("config.json", "tokenizer_config.json"):
-        path = os.path.join(local, name)
-        if not os.path.isfile(path):
-            continue
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
-        if isinstance(data, dict) and data.get("auto_map"):
-            raise ValueError(f"{path} maps classes to code in the folder (auto_map: {sorted(data['auto_map'])}); "
-                             f"o1-embedder runs no code from a model folder: remove auto_map (and the .py files) "
-                             f"to load it with the standard classes")
-
-
-REQUIRED_FILES = ("config.json", CONFIG_FILE)
-
-
-def check_model_folder(path: str) -> None:
-    """A clear error for a model folder with missing files (instead of a deep transformers traceback)."""
-    if not os.path.isdir(path):
-        return
-    missing = [name for name in REQUIRED_FILES if not os.path.exists(os.path.join(path, name))]
-    has_weights = any(name.endswith(".safetensors") or name == "model.safetensors.index.json"
-                      for name in os.listdir(path))
-    has_tokenizer = any(os.path.exists(os.path.join(path, name)) for name in ("tokenizer.json", "tokenizer.model"))
-    if not has_weights:
-        missing.append("model.safetensors")
-    if not has_tokenizer:
-        missing.append("tokenizer.json")
-    if missing:
-        raise FileNotFoundError(f"Model folder {path} is missing: {', '.join(missing)}")
-
-
-__all__ = ["O1Embedder", "check_model_folder"]
+__all__ = ["O1Embedder", "check_finite", "check_model_folder"]
