@@ -79,6 +79,14 @@ def _cmd_adapt(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from o1_embedder.training.export import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.output, force=args.force)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_mteb(args, rest) -> int:
     from o1_embedder.evaluation.mteb import main as mteb_main
 
@@ -370,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dataclass_options(p, TrainConfig)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="a training checkpoint (OUT.checkpoints/checkpoint-N) as a model folder")
+    p.add_argument("checkpoint", help="checkpoint folder written by 'o1-embedder train --save-steps N'")
+    p.add_argument("output", help="model folder to write")
+    p.add_argument("--force", action="store_true", help="replace a folder that is not an o1-embedder model folder")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("adapt", help="zero-label domain adaptation: a model tuned to a corpus, from its documents "
                                      "alone (staged, resumable)", formatter_class=HelpFormatter)

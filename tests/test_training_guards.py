@@ -126,3 +126,18 @@ def test_a_full_disk_is_named_and_leaves_the_earlier_model_and_checkpoints(data,
     monkeypatch.setattr(torch, "save", torch_full)
     with pytest.raises(OSError, match="the disk is full: writing checkpoint .*checkpoint-1.*--resume"):
         train(config(data, start, tmp_path / "other", save_steps=1, max_steps=1))
+
+
+def test_a_checkpoint_exports_to_the_model_training_would_have_saved(data, start, tmp_path):
+    from o1_embedder import load_model
+    from o1_embedder.cli import main
+
+    output = tmp_path / "out"
+    train(config(data, start, output, save_steps=2, max_steps=2))
+    checkpoint = os.path.join(checkpoint_folder(output), "checkpoint-2")
+    assert main(["export", checkpoint, str(tmp_path / "exported")]) == 0
+    final, exported = load_model(str(output)), load_model(str(tmp_path / "exported"))
+    texts = ["a wing in a slipstream", "heat transfer"]
+    assert torch.allclose(final.encode_document(texts, convert_to_tensor=True),
+                          exported.encode_document(texts, convert_to_tensor=True), atol=1e-5)
+    assert main(["export", str(tmp_path), str(tmp_path / "x")]) == 2  # not a checkpoint: a clear error
