@@ -166,3 +166,20 @@ def test_records_stage_on_the_wikipedia_summaries(tmp_path):
     run = Run(out, "recipe", [])
     assert run.done("records") and not run.done("mine")
     assert run.record["stages"]["records"]["records"] == 40
+
+
+def test_an_out_that_is_a_file_or_a_damaged_run_record_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert recipe.main(["--out", str(blocker)]) == 2
+    assert "is a file, not a run folder" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "run.json").write_text("{not json")
+    assert recipe.main(["--out", str(broken)]) == 2
+    assert "run.json is not readable JSON" in capsys.readouterr().err
+    other = tmp_path / "adapt-run"
+    other.mkdir()
+    (other / "run.json").write_text(json.dumps({"kind": "adapt", "stages": {}}))
+    assert recipe.main(["--out", str(other)]) == 2
+    assert "is an o1-embedder 'adapt' run folder, not 'recipe'" in capsys.readouterr().err
