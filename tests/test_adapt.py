@@ -45,7 +45,7 @@ def beir(tmp_path_factory) -> Path:
 
 def config(corpus, out, model, **changes) -> AdaptConfig:
     settings = dict(corpus=str(corpus), out=str(out), model=str(model), train_queries=24, batch_size=8,
-                    teacher=["bm25"], negatives=3, candidates=2, passage_tokens=32, save_steps=1, dtype="float32",
+                    teacher=["bm25"], negatives=3, candidates=2, passage_tokens=96, save_steps=1, dtype="float32",
                     writer_batch_size=16)
     return AdaptConfig(**{**settings, **changes})
 

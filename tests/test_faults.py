@@ -340,19 +340,19 @@ def test_10_large_k_is_decoded_in_bounded_chunks(tiny_backbone):
     module.thought_cache = None
     module.decode_rows = 16
     rows = []
-    from o1_embedder.model import module as module_file
+    from o1_embedder.model import thinking as module_file
 
-    real = module_file.think_and_embed
+    real = module_file.decode_and_embed
 
     def spy(lm, prompts, **kwargs):
         rows.append(len(prompts))
         return real(lm, prompts, **kwargs)
 
-    module_file.think_and_embed = spy
+    module_file.decode_and_embed = spy
     try:
         emb = m.encode_query(QUERIES[:2], convert_to_tensor=True)
     finally:
-        module_file.think_and_embed = real
+        module_file.decode_and_embed = real
     assert max(rows) <= 16 and sum(rows) == 80 and emb.shape[0] == 2
     assert torch.isfinite(emb).all() and m.encode_document(DOCUMENTS).shape[0] == 3
 
