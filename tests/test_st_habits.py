@@ -66,6 +66,23 @@ def test_stock_trainer_with_router_mapping_never_thinks_under_gradients(model, t
     assert model[0].stats["generate_calls"] == before
 
 
+def test_stock_trainer_without_router_mapping_stops_before_the_first_step(model, tmp_path):
+    from datasets import Dataset
+
+    dataset = Dataset.from_dict({k: v for k, v in ROWS.items() if k != "thought"})
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    trainer = SentenceTransformerTrainer(model=model, args=_args(tmp_path), train_dataset=dataset,
+                                         loss=MultipleNegativesRankingLoss(model))
+    with pytest.raises(ValueError, match=r"no router_mapping.*JointTrainer.*router_mapping=\{'anchor': 'query'\}"):
+        trainer.train()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # no step was taken
+    # a document anchor on purpose (symmetric pairs) is the user's choice
+    documents = SentenceTransformerTrainer(model=model, args=_args(tmp_path, router_mapping={"anchor": "document"}),
+                                           train_dataset=dataset, loss=MultipleNegativesRankingLoss(model))
+    documents.train()
+    assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_joint_loss_needs_the_joint_collator(model):
     batch = JointTrainer.data_collator_class(preprocess_fn=model.preprocess)(_rows())
     with pytest.raises(ValueError, match="JointCollator"):

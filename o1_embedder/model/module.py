@@ -12,6 +12,7 @@ import copy
 import hashlib
 import logging
 import os
+import sys
 import warnings
 from dataclasses import asdict
 from typing import Any
@@ -339,10 +340,10 @@ class O1Embedder(InputModule):
         if prompt:
             texts = [prompt + t for t in texts]
         if task is None and not explicit_document:
+            self._check_collator_routing()
             self._warn_once("document-route", "o1-embedder: encode() without a task embeds its inputs as documents "
                             "(no query format, no thinking); use encode_query / encode_document, or "
-                            "prompt_name='query' / 'document'" + (" (in training: router_mapping={'anchor': 'query'} "
-                                                                   "or JointTrainer)" if self.training else ""))
+                            "prompt_name='query' / 'document'")
         pad_id = self.tokenizer.pad_token_id
         if task == "query":
             wants_thought = self.think if think is None else think
@@ -358,6 +359,29 @@ class O1Embedder(InputModule):
             sequences = self.builder.documents(texts)
         input_ids, attention_mask = left_pad(sequences, pad_id, "cpu")
         return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    @staticmethod
+    def _check_collator_routing() -> None:
+        """Sentence-Transformers' data collator gives a column a task only when ``router_mapping`` names it; with
+        no mapping at all every column, the anchor included, would be trained as a document while inference
+        embeds queries as queries. Called for an untasked batch: stop before the first step and name the fix."""
+        from sentence_transformers.base.data_collator import BaseDataCollator
+
+        frame = sys._getframe(2)
+        for _ in range(4):  # collator.__call__ -> SentenceTransformer.preprocess -> this module's preprocess
+            if frame is None:
+                return
+            caller = frame.f_locals.get("self")
+            if isinstance(caller, BaseDataCollator):
+                if not caller.router_mapping:
+                    raise ValueError(
+                        "o1-embedder: Sentence-Transformers' data collator has no router_mapping, so the query "
+                        "column would be trained as documents (inference embeds queries as queries). Use "
+                        "o1_embedder.training.JointTrainer (its first column is the query), or pass "
+                        "SentenceTransformerTrainingArguments(router_mapping={'anchor': 'query'}) with your query "
+                        "column's name (router_mapping={'anchor': 'document'} trains it as a document on purpose)")
+                return
+            frame = frame.f_back
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
