@@ -3,42 +3,11 @@
 import pytest
 import torch
 from conftest import QUERIES, SAMPLING
-from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from helpers import reference
 
 from o1_embedder import build_model
 from o1_embedder.generation import GenerationSettings, decode
-from o1_embedder.generation.decoding import left_pad
 from o1_embedder.model.encoding import embed_sequences
-
-
-class PerRowSampler(LogitsProcessor):
-    """Reference: each row samples from its own seeded generator (temperature, then top-p)."""
-
-    def __init__(self, seeds, temperature, top_p):
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
-        self.temperature, self.top_p = TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)
-
-    def __call__(self, input_ids, scores):
-        probs = torch.softmax(self.top_p(input_ids, self.temperature(input_ids, scores.float())), dim=-1)
-        choice = torch.cat([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.generators)])
-        out = torch.full_like(scores, float("-inf"))
-        out[torch.arange(len(choice)), choice] = 0.0
-        return out
-
-
-def reference(lm, prompts, settings, pad_id, eos_id, suppress, seeds):
-    """Thoughts from ``lm.generate`` over the whole left-padded batch (no shared prefill, no row dropping)."""
-    ids, mask = left_pad(prompts, pad_id, "cpu")
-    processors = LogitsProcessorList([PerRowSampler(seeds, settings.temperature, settings.top_p)]
-                                     if settings.do_sample else [])
-    out = lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=settings.max_new_tokens, do_sample=False,
-                      temperature=None, top_p=None, top_k=None, pad_token_id=pad_id, eos_token_id=eos_id,
-                      suppress_tokens=suppress, logits_processor=processors)
-    thoughts, finished = [], []
-    for row in out[:, ids.shape[1]:].tolist():
-        thoughts.append(row[:row.index(eos_id)] if eos_id in row else row)
-        finished.append(eos_id in row)
-    return thoughts, finished
 
 
 @pytest.mark.parametrize("backbone", ["tiny_backbone", "tiny_qwen_backbone"])

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 import torch
-from test_decoding import reference
+from helpers import reference
 
 from o1_embedder import ThoughtCache, default_model
 from o1_embedder.model.encoding import embed_sequences, think_and_embed

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import DOCUMENTS, QUERIES
+from helpers import make_records, write_jsonl
 from synth_helpers import FakeOpenAIServer, one_thread, records  # noqa: F401  (fixture)
-from test_training import make_records, write_jsonl
 
 from o1_embedder import ThoughtCache, build_model, load_model, save_model
 from o1_embedder.cli import main

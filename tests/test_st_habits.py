@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import DOCUMENTS, QUERIES
+from helpers import features_of
 from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-from test_training import features_of
 
 from o1_embedder.training import JointCollator, JointLoss, JointTrainer
 

@@ -2,16 +2,15 @@
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+from helpers import features_of, make_records, write_jsonl
 
 from o1_embedder import build_model, load_model, save_model
-from o1_embedder.data import document_text, load_cranfield
 from o1_embedder.data.records import RecordFormatError
 from o1_embedder.training import (
     JointCollator,
@@ -23,34 +22,6 @@ from o1_embedder.training import (
     records_to_dataset,
     train,
 )
-
-
-def make_records(n=24, negatives=3, seed=0, with_scores=False):
-    data = load_cranfield()
-    rng = random.Random(seed)
-    doc_ids = list(data.corpus)
-    records = []
-    for qid in data.judged_queries()[:n]:
-        pos = [document_text(data.corpus[d]) for d, g in data.qrels[qid].items() if g > 0][:1]
-        rec = {"query_id": qid, "query": data.queries[qid], "pos": pos,
-               "neg": [document_text(data.corpus[d]) for d in rng.sample(doc_ids, negatives)],
-               "thought": " ".join(pos[0].split()[:12])}
-        if with_scores:
-            rec["pos_scores"] = [1.0]
-            rec["neg_scores"] = [0.1 * i for i in range(negatives)]
-        records.append(rec)
-    return records
-
-
-def features_of(batch):
-    """The feature groups of a collated batch, as Sentence-Transformers' trainer splits them (by column prefix)."""
-    prefixes = [k[:-len("input_ids")] for k in batch if k.endswith("_input_ids")]
-    return [{k[len(p):]: v for k, v in batch.items() if k.startswith(p)} for p in prefixes]
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 @pytest.fixture()

@@ -6,8 +6,8 @@ import os
 
 import pytest
 import torch
+from helpers import make_records, write_jsonl
 from safetensors.torch import load_file
-from test_training import make_records, write_jsonl
 
 from o1_embedder import build_model, save_model
 from o1_embedder.training import TrainConfig, train

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import sys
+import types
 import warnings
 from dataclasses import asdict
 from typing import Any
@@ -141,6 +142,9 @@ class O1Embedder(InputModule):
         self.quantized: str | None = None
         #: show a progress bar while thinking: None = when a call generates many tokens, True / False = always / never
         self.progress: bool | None = None
+        #: where thoughts come from instead of the local decoding loop, e.g. a
+        #: :class:`~o1_embedder.generation.remote.CompletionsThoughtWriter` (``serve --generation-url``)
+        self.thought_writer: Any = None
         self._warned: set[str] = set()
 
     # ----------------------------------------------------------------------------------------- config
@@ -367,7 +371,7 @@ class O1Embedder(InputModule):
         embeds queries as queries. Called for an untasked batch: stop before the first step and name the fix."""
         from sentence_transformers.base.data_collator import BaseDataCollator
 
-        frame = sys._getframe(2)
+        frame: types.FrameType | None = sys._getframe(2)
         for _ in range(4):  # collator.__call__ -> SentenceTransformer.preprocess -> this module's preprocess
             if frame is None:
                 return

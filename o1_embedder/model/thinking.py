@@ -37,8 +37,10 @@ logger = logging.getLogger(__name__)
 
 
 def _cache_base(module: O1Embedder) -> tuple[str, str, str]:
-    settings = json.dumps({"format": module.prompt_format, "max_query_tokens": module.max_query_tokens},
-                          sort_keys=True)
+    described = {"format": module.prompt_format, "max_query_tokens": module.max_query_tokens}
+    if module.thought_writer is not None:  # thoughts of a generation server are cached apart from local ones
+        described["writer"] = module.thought_writer.describe()
+    settings = json.dumps(described, sort_keys=True)
     return module.fingerprint(), settings, module.generation_settings.cache_key()
 
 
@@ -154,6 +156,9 @@ def _from_cache(module: O1Embedder, batch: ThinkingBatch) -> list[tuple[int, int
 def _generate(module: O1Embedder, batch: ThinkingBatch, misses: list[tuple[int, int]]) -> None:
     """Decode the missing thoughts in chunks of at most ``decode_rows`` rows (a query's K samples together where
     they fit), filling the batch and storing each chunk in the cache as soon as it is done."""
+    if module.thought_writer is not None and misses:
+        _write_remote(module, batch, misses)
+        return
     samples, limit = batch.samples, module.decode_rows
     rows = limit // samples * samples if samples <= limit else limit
     settings = module.generation_settings
@@ -188,6 +193,29 @@ def _generate(module: O1Embedder, batch: ThinkingBatch, misses: list[tuple[int, 
     finally:
         if bar is not None:
             bar.close()
+
+
+def _write_remote(module: O1Embedder, batch: ThinkingBatch, misses: list[tuple[int, int]]) -> None:
+    """The missing thoughts from ``module.thought_writer`` (a generation server), then one forward pass per chunk
+    over ``prompt + thought + eos + <emb>``; the queries' own embeddings come from :func:`_embed_plain`."""
+    settings = module.generation_settings
+    written = module.thought_writer.write([batch.prompt_ids[i] for i, _ in misses],
+                                          [row_seed(settings.seed, batch.queries[i], str(k)) for i, k in misses],
+                                          settings, module.special_token_ids)
+    special = {module.builder.eos_id, *module.special_token_ids}
+    token_ids = [[t for t in (ids if ids is not None else module.tokenizer(text, add_special_tokens=False)["input_ids"])
+                  if t not in special][:settings.max_new_tokens] for text, ids in written]
+    for start in range(0, len(misses), module.decode_rows):
+        chunk = misses[start:start + module.decode_rows]
+        ids = token_ids[start:start + module.decode_rows]
+        sequences = [module.builder.close_thought(batch.prompt_ids[i], t) for (i, _), t in zip(chunk, ids)]
+        vectors = embed_sequences(module.model, sequences, module.tokenizer.pad_token_id)
+        chunk_texts = module.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        for (i, k), e, text in zip(chunk, vectors, chunk_texts):
+            batch.vectors[i, k], batch.thoughts[i][k] = e, text
+        batch.store(chunk, chunk_texts, ids, vectors.cpu().numpy())
+    module.stats["thoughts_generated"] += len(misses)
+    module.stats["generated_tokens"] += sum(len(t) + 1 for t in token_ids)
 
 
 def _embed_plain(module: O1Embedder, batch: ThinkingBatch, todo: list[int]) -> None:

@@ -93,6 +93,11 @@ class AdaptConfig:
     teacher_temperature: float = _opt(1.0, "softmax temperature of the teacher scores")
     thought_dropout: float = _opt(0.1, "probability of training a query without its thought")
     save_steps: int = _opt(10, "checkpoint every N training steps")
+    gradient_checkpointing: bool = _opt(True, "recompute activations in the backward pass",
+                                        no_help="keep activations for the backward pass: ~0.7x the time a step, "
+                                                "13.7 GB peak instead of 4.2 GB for 16 queries of 128-token passages")
+    mini_batch_size: int | None = _opt(None, "GradCache mini-batch: the same loss and gradients with activation "
+                                             "memory bounded by this many queries (slower)")
     # evaluation
     eval: bool = _opt(False, "evaluate before vs after on CORPUS's queries and judgments (a BEIR folder)")
     eval_split: str = _opt("test", "qrels split of the evaluation")
@@ -161,6 +166,7 @@ class AdaptConfig:
             distillation_weight=self.distillation_weight, teacher_temperature=self.teacher_temperature,
             thought_dropout=self.thought_dropout, max_passage_tokens=self.passage_tokens, seed=self.seed,
             logging_steps=1, warmup_ratio=0.05, save_steps=self.save_steps, resume=True,
+            gradient_checkpointing=self.gradient_checkpointing, cached_mini_batch_size=self.mini_batch_size,
             bf16=self.dtype != "float32" and self.resolved_dtype() == "bfloat16")
 
     def stage_settings(self) -> dict[str, dict]:

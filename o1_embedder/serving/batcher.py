@@ -38,7 +38,11 @@ class ShuttingDown(Exception):
 
 
 class BatchFailed(Exception):
-    """The model call for a batch that held some of this request's texts raised."""
+    """The model call for a batch that held some of this request's texts raised (``cause``: what it raised)."""
+
+    def __init__(self, message: str, cause: BaseException | None = None):
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass(eq=False)
@@ -220,10 +224,13 @@ class Batcher:
             if len(vectors) != len(items):
                 raise RuntimeError(f"the model returned {len(vectors)} vectors for {len(items)} texts")
         except Exception as err:  # noqa: BLE001 - any failure of the model call is this batch's failure alone
-            logger.exception("model call failed for a %s batch of %d texts", kind, len(items))
+            if getattr(err, "status", None) in (502, 504):  # the generation server's fault, said in the answer
+                logger.warning("%s batch of %d texts failed: %s", kind, len(items), err)
+            else:
+                logger.exception("model call failed for a %s batch of %d texts", kind, len(items))
             self.stats["failed_batches"] += 1
             for job in dict.fromkeys(job for job, _ in items):
-                self._settle(job, error=BatchFailed(f"{type(err).__name__} in the model call for this batch"))
+                self._settle(job, error=BatchFailed(f"{type(err).__name__} in the model call for this batch", err))
             return
         self.stats["batches"] += 1
         self.stats[f"{kind}_batches"] += 1

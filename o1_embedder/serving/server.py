@@ -68,6 +68,14 @@ def configure_module(module: O1Embedder, settings: ServeSettings) -> None:
     if settings.thought_cache is not None:
         off = settings.thought_cache.strip().lower() in ("off", "none", "")
         module.thought_cache = None if off else ThoughtCache(settings.thought_cache)
+    if settings.generation_url is not None:
+        from o1_embedder.generation.remote import CompletionsThoughtWriter
+
+        module.thought_writer = CompletionsThoughtWriter(settings.generation_url, settings.generation_model,
+                                                         timeout_s=settings.generation_timeout_s,
+                                                         concurrency=settings.max_batch)
+        logger.info("thoughts from %s (model %r); this server embeds", module.thought_writer.url,
+                    module.thought_writer.model)
 
 
 def build_service(model: SentenceTransformer | O1Embedder, settings: ServeSettings, name: str) -> EmbeddingService:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from o1_embedder.generation.remote import GenerationServerError
 from o1_embedder.model.module import O1Embedder
 from o1_embedder.serving.batcher import Batcher, BatchFailed, QueueFull, ShuttingDown
 from o1_embedder.serving.errors import ApiError
@@ -102,6 +103,10 @@ class EmbeddingService:
                                            "queue_full") from None
             except BatchFailed as err:
                 self.stats["failed"] += 1
+                if isinstance(err.cause, GenerationServerError):
+                    raise ApiError(err.cause.status, f"the generation server failed on the batch holding this "
+                                                     f"request: {err.cause}", "server_error", None,
+                                   err.cause.code) from None
                 raise ApiError(500, f"the model failed on the batch holding this request ({err}); other requests "
                                     f"are unaffected, retrying may succeed", "server_error", None,
                                "batch_failed") from None

@@ -51,6 +51,13 @@ class ServeSettings:
     num_thoughts: int | None = _option(None, "thoughts per query K (default: the model's setting)")
     max_new_tokens: int | None = _option(None, "thought length limit (default: the model's setting)")
     greedy: bool = _option(False, "greedy decoding, one thought per query (default: the model's setting)")
+    generation_url: str | None = _option(None, "an OpenAI-compatible completions server (vLLM, SGLang, llama.cpp) "
+                                               "serving the same weights writes the thoughts; this server only "
+                                               "embeds (e.g. http://127.0.0.1:8001/v1)")
+    generation_model: str | None = _option(None, "the model name the generation server serves (default: the first "
+                                                 "of its /models)")
+    generation_timeout_s: float = _option(60.0, "deadline of one batch of thoughts from the generation server "
+                                                "(then 504)")
     query_weight: float | None = _option(None, "weight of the query's own embedding in a thinking query's "
                                                "embedding, 0-1 (default: the model's setting)")
     log_level: str = _option("info", "server log level", choices=("critical", "error", "warning", "info", "debug"))
@@ -58,7 +65,7 @@ class ServeSettings:
     def __post_init__(self) -> None:
         for name in ("port", "max_batch", "max_inputs", "max_input_chars", "max_request_bytes", "max_queued"):
             _check_number(name, getattr(self, name), int, minimum=1 if name != "port" else 0)
-        for name in ("batch_window_ms", "request_timeout_s", "shutdown_timeout_s"):
+        for name in ("batch_window_ms", "request_timeout_s", "shutdown_timeout_s", "generation_timeout_s"):
             _check_number(name, getattr(self, name), (int, float), minimum=0)
         for name in ("num_thoughts", "max_new_tokens"):
             if getattr(self, name) is not None:
@@ -73,6 +80,17 @@ class ServeSettings:
         for name, limit in (("batch_window_ms", 60_000), ("request_timeout_s", 86_400), ("shutdown_timeout_s", 86_400)):
             if getattr(self, name) > limit:  # beyond threading's largest wait the model thread would fail
                 raise ValueError(f"setting {name!r} must be <= {limit}, got {getattr(self, name)}")
+        if self.generation_timeout_s <= 0:
+            raise ValueError(f"setting 'generation_timeout_s' must be > 0, got {self.generation_timeout_s}")
+        if self.generation_url is not None:
+            from o1_embedder.generation.openai_backend import normalize_base_url
+
+            try:
+                normalize_base_url(self.generation_url)
+            except ValueError as err:
+                raise ValueError(f"setting 'generation_url': {err}") from None
+        elif self.generation_model is not None:
+            raise ValueError("setting 'generation_model' needs 'generation_url'")
         if self.port > 65535:
             raise ValueError(f"setting 'port' must be <= 65535, got {self.port}")
         if self.request_timeout_s <= 0:
