@@ -83,6 +83,20 @@ def test_stock_trainer_without_router_mapping_stops_before_the_first_step(model,
     assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_card_after_training_keeps_this_packages_usage(model, tmp_path):
+    from datasets import Dataset
+
+    dataset = Dataset.from_dict({k: v for k, v in ROWS.items() if k != "thought"})
+    trainer = JointTrainer(model=model, args=_args(tmp_path), train_dataset=dataset,
+                           loss=MultipleNegativesRankingLoss(model))
+    trainer.train()
+    model.save_pretrained(str(tmp_path / "saved"))
+    card = (tmp_path / "saved" / "README.md").read_text()
+    assert "generated_from_trainer" in card and "MultipleNegativesRankingLoss" in card  # what ST records
+    assert "pip install o1-embedder" in card and "trust_remote_code=True" in card and "encode_query" in card
+    assert 'SentenceTransformer("path/to/this-folder", trust_remote_code=True)' in card
+
+
 def test_joint_loss_needs_the_joint_collator(model):
     batch = JointTrainer.data_collator_class(preprocess_fn=model.preprocess)(_rows())
     with pytest.raises(ValueError, match="JointCollator"):

@@ -19,6 +19,48 @@ CITATION = """@article{yan2025o1embedder,
 }"""
 
 
+def usage_block(name: str) -> str:
+    """How to load and use the folder ``name``: the package to install, ``trust_remote_code``, query and
+    document paths (the Usage section of every card this package writes or completes)."""
+    return f"""This folder needs the `o1-embedder` package (it holds the model's module class):
+
+```bash
+pip install o1-embedder
+```
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{name}", trust_remote_code=True)   # or: o1_embedder.load_model("{name}")
+queries = model.encode_query(["why is the sky blue"])             # thinks, then embeds
+queries_fast = model.encode_query(["why is the sky blue"], think=False)  # embeds the query alone
+documents = model.encode_document(["Rayleigh scattering makes the sky blue."])
+print(model.similarity(queries, documents))
+```
+
+`model.encode(texts)` embeds documents; `encode(texts, prompt_name="query")` equals `encode_query`."""
+
+
+class UsageSnippet:
+    """The usage part of the card Sentence-Transformers writes when it saves a trained model (its own snippet
+    would load the folder without ``trust_remote_code`` and without this package). Installed on a model's card
+    data by :func:`install_usage`; Sentence-Transformers' card keeps everything else it records (training data,
+    losses, hyperparameters, logs, evaluation scores). A class, not a closure, so the model stays picklable."""
+
+    def __init__(self, card_data: Any):
+        self.card_data = card_data
+
+    def __call__(self) -> str:
+        return usage_block(self.card_data.model_id or "path/to/this-folder")
+
+
+def install_usage(model: Any) -> None:
+    """Make the card Sentence-Transformers generates for ``model`` (after training) show this package's usage."""
+    card_data = getattr(model, "model_card_data", None)
+    if card_data is not None and not isinstance(getattr(card_data, "generate_usage_snippet", None), UsageSnippet):
+        card_data.generate_usage_snippet = UsageSnippet(card_data)
+
+
 def model_card(module, *, name: str, base_model: str | None, license: str | None, backbone: str | None = None) -> str:
     """The README.md of a saved model folder named ``name`` (the folder name users load).
 
@@ -50,23 +92,7 @@ the model writes a short thought about it (query + thought, one pass); documents
 
 ## Usage
 
-This folder needs the `o1-embedder` package (it holds the model's module class):
-
-```bash
-pip install o1-embedder
-```
-
-```python
-from sentence_transformers import SentenceTransformer
-
-model = SentenceTransformer("{name}", trust_remote_code=True)   # or: o1_embedder.load_model("{name}")
-queries = model.encode_query(["why is the sky blue"])             # thinks, then embeds
-queries_fast = model.encode_query(["why is the sky blue"], think=False)  # embeds the query alone
-documents = model.encode_document(["Rayleigh scattering makes the sky blue."])
-print(model.similarity(queries, documents))
-```
-
-`model.encode(texts)` embeds documents; `encode(texts, prompt_name="query")` equals `encode_query`.
+{usage_block(name)}
 
 ## Thinking cost
 

@@ -9,6 +9,8 @@
   RNG and trainer state the Hugging Face trainer writes itself. A LoRA-wrapped model cannot be saved as an
   o1-embedder model folder before its adapters are merged, and merging mid-training would end LoRA;
   saving the trained tensors keeps checkpoints small and resumable.
+* **Card**: a model saved after training gets Sentence-Transformers' card (training data, losses,
+  hyperparameters, logs) with this package's usage (`pip install o1-embedder`, `trust_remote_code=True`).
 * **Non-finite loss**: training stops at the first step whose loss is NaN or infinite, with an error that
   names the step and the loss components, instead of training on and saving a poisoned model.
 """
@@ -44,6 +46,12 @@ class JointTrainer(SentenceTransformerTrainer):
     """The Sentence-Transformers trainer for o1-embedder models (see the module docstring)."""
 
     data_collator_class = QueryFirstDataCollator
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from o1_embedder.model.card import install_usage
+
+        install_usage(self.model)  # the card a save after training writes shows this package's usage
 
     def _trainable(self) -> dict[str, torch.Tensor]:
         model = getattr(self.model, "_orig_mod", self.model)
