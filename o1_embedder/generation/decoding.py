@@ -97,6 +97,170 @@ def _sampling_probs(logits: torch.Tensor, settings: GenerationSettings) -> torch
     return torch.softmax(scores, dim=-1)
 
 
+@dataclass
+class _Slots:
+    """The rows of the KV cache for the next step. Per slot: the cache row it continues (``source``), its prompt
+    rows (``members``), its phase (SAMPLE: the state predicts a token; CUT / CLOSE: the pending input is the eos
+    that ends the thought; EMB: the pending input is <emb>; DEAD: done, riding along masked out until enough
+    slots are done to pay for compacting the cache), its token count and the input it feeds next."""
+
+    source: list[int]
+    members: list[list[int]]
+    phase: list[int]
+    count: list[int]
+    pending: list[int]
+
+    @classmethod
+    def empty(cls) -> _Slots:
+        return cls([], [], [], [], [])
+
+    def add(self, source: int, members: list[int], phase: int, count: int, pending: int) -> None:
+        self.source.append(source)
+        self.members.append(members)
+        self.phase.append(phase)
+        self.count.append(count)
+        self.pending.append(pending)
+
+    def pick(self, indices: list[int]) -> _Slots:
+        return _Slots(*([values[i] for i in indices] for values in (self.source, self.members, self.phase,
+                                                                      self.count, self.pending)))
+
+
+class _Decoding:
+    """The state of one :func:`decode` call: the KV cache, its mask and last hidden states, the slots, and what
+    each prompt row has produced. :func:`decode` drives it: prefill, then advance / compact / feed per step."""
+
+    def __init__(self, lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id: int,
+                 eos_ids: list[int], suppress_ids: Sequence[int], row_seeds: list[int] | None, emb_id: int | None):
+        self.lm, self.body, self.settings = lm, decoder(lm), settings
+        self.pad_id, self.eos_ids, self.eos_set, self.emb_id = pad_id, eos_ids, set(eos_ids), emb_id
+        self.device = device = lm.device
+        rows = len(prompts)
+        self.head = lm.get_output_embeddings()
+        self.suppress = (torch.tensor(sorted(set(suppress_ids)), dtype=torch.long, device=device)
+                         if suppress_ids else None)
+        self.generators = ([torch.Generator(device=device).manual_seed(int(s)) for s in row_seeds or []]
+                           if settings.do_sample else None)
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.finished = [False] * rows
+        hidden_size = lm.config.get_text_config().hidden_size
+        self.embeddings = torch.zeros(rows, hidden_size, device=device) if emb_id is not None else None
+        self.generated = 0
+        self.steps = 0
+        self.plain: torch.Tensor | None = None
+        # Rows whose sequences are identical so far share one slot: the K samples of a query share its prefill
+        # and every step until their sampled tokens differ; a slot forks when its rows choose different tokens.
+        distinct: dict[tuple[int, ...], int] = {}
+        self.row_slot = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        self.distinct = [list(p) for p in distinct]
+        self.slots = _Slots.empty()
+        for slot in range(len(self.distinct)):
+            self.slots.add(slot, [], SAMPLE, 0, pad_id)
+        for row, slot in enumerate(self.row_slot):
+            self.slots.members[slot].append(row)
+
+    def prefill(self, prompt_embeddings: bool) -> None:
+        """One forward pass over the distinct prompts (with ``<emb>`` appended when the prompts' own embeddings
+        are asked for: read there, then cropped from the cache, which causal attention allows)."""
+        from transformers import DynamicCache
+
+        ids, self.mask = left_pad(self.distinct, self.pad_id, self.device)
+        prefill_ids, prefill_mask = ids, self.mask
+        if prompt_embeddings:
+            column = torch.ones(len(self.distinct), 1, dtype=self.mask.dtype, device=self.device)
+            prefill_ids = torch.cat([ids, column * self.emb_id], dim=1)
+            prefill_mask = torch.cat([self.mask, column], dim=1)
+        out = self.body(input_ids=prefill_ids, attention_mask=prefill_mask, position_ids=position_ids(prefill_mask),
+                        past_key_values=DynamicCache(config=self.lm.config), use_cache=True)
+        self.cache = out.past_key_values
+        self.hidden = out.last_hidden_state[:, -1]
+        if prompt_embeddings:
+            self.cache.crop(-1)
+            self.plain = F.normalize(self.hidden.float(), dim=-1)[torch.tensor(self.row_slot, device=self.device)]
+            self.hidden = out.last_hidden_state[:, -2]
+
+    def advance(self) -> bool:
+        """Choose every sampling slot's next token and lay out the next step's slots; ``False`` when every slot
+        is done."""
+        current = self.slots
+        chosen = _choose(self.hidden, current.members, current.phase, self.head, self.suppress, self.settings,
+                         self.generators)
+        nxt = _Slots.empty()
+        for slot, (rows, state, count) in enumerate(zip(current.members, current.phase, current.count)):
+            if state == DEAD:
+                nxt.add(slot, rows, DEAD, count, self.pad_id)
+            elif state == EMB:  # the input was <emb>: its state is the embedding of every row of the slot
+                assert self.embeddings is not None  # EMB is only reached when embeddings are asked for
+                for row in rows:
+                    self.embeddings[row] = self.hidden[slot].float()
+                nxt.add(slot, rows, DEAD, count, self.pad_id)
+            elif state == CLOSE:
+                nxt.add(slot, rows, EMB, count, self.emb_id if self.emb_id is not None else self.pad_id)
+            elif state == CUT:  # at the length limit: eos, then <emb>
+                nxt.add(slot, rows, CLOSE, count, self.eos_ids[0])
+            else:
+                self._sampled(slot, rows, count, chosen, nxt)
+        self.slots = nxt
+        return any(state != DEAD for state in nxt.phase)
+
+    def _sampled(self, slot: int, rows: list[int], count: int, chosen: dict[int, int], nxt: _Slots) -> None:
+        """A sampling slot's rows grouped by the token they chose: each group continues in a slot of its own."""
+        groups: dict[int, list[int]] = {}
+        for row in rows:
+            groups.setdefault(chosen[row], []).append(row)
+        embedding = self.emb_id is not None
+        for token, group in groups.items():
+            self.generated += len(group)
+            if token in self.eos_set:
+                for row in group:
+                    self.finished[row] = True
+                nxt.add(slot, group, CLOSE if embedding else DEAD, count, self.eos_ids[0])
+                continue
+            for row in group:
+                self.tokens[row].append(token)
+            full = count + 1 >= self.settings.max_new_tokens
+            if full and not embedding:
+                nxt.add(slot, group, DEAD, count + 1, self.pad_id)
+            else:
+                nxt.add(slot, group, CUT if full else SAMPLE, count + 1, token)
+
+    def compact(self) -> None:
+        """Reorganise the cache when a slot forked, or when enough slots are done to pay for the copy."""
+        slots = self.slots
+        live = [state != DEAD for state in slots.phase]
+        forked = len(slots.source) != len(set(slots.source))
+        dead = len(live) - sum(live)
+        if not (forked or dead >= max(4, len(live) // 8)):
+            return
+        picks = [i for i, alive in enumerate(live) if alive]
+        index = [slots.source[i] for i in picks]
+        if index != list(range(self.cache_rows)):
+            self.cache.batch_select_indices(torch.tensor(index, device=self.device))
+            self.mask = self.mask[index]
+        self.slots = slots.pick(picks)
+        self.slots.source = list(range(len(picks)))
+
+    @property
+    def cache_rows(self) -> int:
+        return self.mask.shape[0]
+
+    def feed(self) -> None:
+        """One token per slot (done slots feed padding, masked out)."""
+        live = torch.tensor([state != DEAD for state in self.slots.phase], dtype=torch.long, device=self.device)
+        positions = self.mask.sum(dim=1, keepdim=True)
+        self.mask = torch.cat([self.mask, live[:, None]], dim=1)
+        out = self.body(input_ids=torch.tensor(self.slots.pending, device=self.device)[:, None],
+                        attention_mask=self.mask, position_ids=positions, past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        self.hidden = out.last_hidden_state[:, -1]
+        self.slots.source = list(range(len(self.slots.phase)))
+        self.steps += 1
+
+    def result(self) -> Decoded:
+        embeddings = F.normalize(self.embeddings, dim=-1) if self.embeddings is not None else None
+        return Decoded(self.tokens, self.finished, self.generated, embeddings, self.steps, self.plain)
+
+
 @torch.no_grad()
 def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id: int, eos_ids: list[int],
            suppress_ids: Sequence[int] = (), row_seeds: list[int] | None = None, emb_id: int | None = None,
@@ -120,133 +284,14 @@ def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id
     if settings.do_sample and (row_seeds is None or len(row_seeds) != len(prompts)):
         raise ValueError(f"sampling needs one seed per row: {0 if row_seeds is None else len(row_seeds)} seeds for "
                          f"{len(prompts)} prompts")
-    eos_ids = list(eos_ids)
     if not eos_ids:
         raise ValueError("decoding needs an eos token")
-    device = lm.device
-    rows = len(prompts)
-    hidden_size = lm.config.get_text_config().hidden_size
-
-    # Slots are the rows of the KV cache. Rows whose sequences are identical so far share one slot: the K
-    # samples of a query share its prefill and every step until their sampled tokens differ (at a low
-    # temperature, often most of the thought); a slot forks when its rows choose different tokens.
-    from transformers import DynamicCache
-
-    distinct: dict[tuple[int, ...], int] = {}
-    row_slot = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
-    ids, mask = left_pad([list(p) for p in distinct], pad_id, device)
-    body = decoder(lm)
     if prompt_embeddings and emb_id is None:
         raise ValueError("prompt_embeddings needs emb_id")
-    prefill_ids, prefill_mask = ids, mask
-    if prompt_embeddings:  # prompt + <emb>: the query's own embedding, then <emb> is cropped from the cache
-        column = torch.ones(len(distinct), 1, dtype=mask.dtype, device=device)
-        prefill_ids, prefill_mask = torch.cat([ids, column * emb_id], dim=1), torch.cat([mask, column], dim=1)
-    out = body(input_ids=prefill_ids, attention_mask=prefill_mask, position_ids=position_ids(prefill_mask),
-               past_key_values=DynamicCache(config=lm.config), use_cache=True)
-    cache = out.past_key_values
-    hidden = out.last_hidden_state[:, -1]
-    plain = None
-    if prompt_embeddings:  # causal attention: the prompt's states never saw <emb>; the thought continues them
-        cache.crop(-1)
-        plain = F.normalize(hidden.float(), dim=-1)[torch.tensor(row_slot, device=device)]
-        hidden = out.last_hidden_state[:, -2]
-
-    head = lm.get_output_embeddings()
-    suppress = torch.tensor(sorted(set(suppress_ids)), dtype=torch.long, device=device) if suppress_ids else None
-    eos_set = set(eos_ids)
-    generators = ([torch.Generator(device=device).manual_seed(int(s)) for s in row_seeds]
-                  if settings.do_sample else None)
-
-    tokens: list[list[int]] = [[] for _ in range(rows)]
-    finished = [False] * rows
-    embeddings = torch.zeros(rows, hidden_size, device=device) if emb_id is not None else None
-    generated = 0
-    steps = 0
-    # Per slot: its rows, its phase (SAMPLE: the state predicts a token; CUT / CLOSE: the pending input is the
-    # eos that ends the thought; EMB: the pending input is <emb>; DEAD: done, riding along masked out until
-    # enough slots are done to pay for compacting the cache), its token count and its pending input.
-    members: list[list[int]] = [[] for _ in distinct]
-    for row, slot in enumerate(row_slot):
-        members[slot].append(row)
-    phase = [SAMPLE] * len(members)
-    count = [0] * len(members)
-    while True:
-        slots = len(members)
-        chosen = _choose(hidden, members, phase, head, suppress, settings, generators)
-        # New slots, each with the cache row it continues from.
-        source: list[int] = []
-        new_members: list[list[int]] = []
-        new_phase: list[int] = []
-        new_count: list[int] = []
-        new_pending: list[int] = []
-
-        def keep(slot: int, rows_: list[int], phase_: int, count_: int, pending_: int) -> None:
-            # called only within this step, so the lists it appends to are this step's
-            source.append(slot)  # noqa: B023
-            new_members.append(rows_)  # noqa: B023
-            new_phase.append(phase_)  # noqa: B023
-            new_count.append(count_)  # noqa: B023
-            new_pending.append(pending_)  # noqa: B023
-
-        for slot in range(slots):
-            state = phase[slot]
-            if state == DEAD:
-                keep(slot, members[slot], DEAD, count[slot], pad_id)
-            elif state == EMB:  # the input was <emb>: its state is the embedding of every row of the slot
-                assert embeddings is not None  # EMB is only reached when embeddings are asked for
-                for row in members[slot]:
-                    embeddings[row] = hidden[slot].float()
-                keep(slot, members[slot], DEAD, count[slot], pad_id)
-            elif state == CLOSE:
-                keep(slot, members[slot], EMB, count[slot], emb_id)
-            elif state == CUT:  # at the length limit: eos, then <emb>
-                keep(slot, members[slot], CLOSE, count[slot], eos_ids[0])
-            else:  # SAMPLE: group the slot's rows by the token they chose
-                groups: dict[int, list[int]] = {}
-                for row in members[slot]:
-                    groups.setdefault(chosen[row], []).append(row)
-                for token, rows_ in groups.items():
-                    generated += len(rows_)
-                    if token in eos_set:
-                        for row in rows_:
-                            finished[row] = True
-                        keep(slot, rows_, CLOSE if emb_id is not None else DEAD, count[slot], eos_ids[0])
-                        continue
-                    for row in rows_:
-                        tokens[row].append(token)
-                    full = count[slot] + 1 >= settings.max_new_tokens
-                    if full and emb_id is None:
-                        keep(slot, rows_, DEAD, count[slot] + 1, pad_id)
-                    else:
-                        keep(slot, rows_, CUT if full else SAMPLE, count[slot] + 1, token)
-        live = [state != DEAD for state in new_phase]
-        if not any(live):
-            break
-        # Reorganise the cache when a slot forked, or when enough slots are done to pay for the copy.
-        forked = len(source) != len(set(source))
-        dead = len(live) - sum(live)
-        if forked or dead >= max(4, len(live) // 8):
-            picks = [i for i, alive in enumerate(live) if alive]
-            index = [source[i] for i in picks]
-            if index != list(range(slots)):
-                cache.batch_select_indices(torch.tensor(index, device=device))
-                mask = mask[index]
-            new_members = [new_members[i] for i in picks]
-            new_phase = [new_phase[i] for i in picks]
-            new_count = [new_count[i] for i in picks]
-            new_pending = [new_pending[i] for i in picks]
-            live = [True] * len(picks)
-        members, phase, count = new_members, new_phase, new_count
-        # Feed one token per slot (done slots feed padding, masked out).
-        live_column = torch.tensor(live, dtype=torch.long, device=device)[:, None]
-        positions = mask.sum(dim=1, keepdim=True)
-        mask = torch.cat([mask, live_column], dim=1)
-        out = body(input_ids=torch.tensor(new_pending, device=device)[:, None], attention_mask=mask,
-                   position_ids=positions, past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        hidden = out.last_hidden_state[:, -1]
-        steps += 1
-    if embeddings is not None:
-        embeddings = F.normalize(embeddings, dim=-1)
-    return Decoded(tokens, finished, generated, embeddings, steps, plain)
+    state = _Decoding(lm, prompts, settings=settings, pad_id=pad_id, eos_ids=list(eos_ids), suppress_ids=suppress_ids,
+                      row_seeds=row_seeds, emb_id=emb_id)
+    state.prefill(prompt_embeddings)
+    while state.advance():
+        state.compact()
+        state.feed()
+    return state.result()
