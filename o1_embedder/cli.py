@@ -38,13 +38,15 @@ def _cmd_convert(args) -> int:
 
 def _cmd_think(args) -> int:
     from o1_embedder.model.loading import load_model
+    from o1_embedder.model.overrides import ThinkSettings
+    from o1_embedder.options import dataclass_from_args
 
-    model = load_model(args.model)
+    settings = dataclass_from_args(ThinkSettings, args)
+    model = load_model(settings.model)
     module = model[0]
-    module.apply_overrides(num_thoughts=args.num_thoughts, max_new_tokens=args.max_new_tokens,
-                           greedy=True if args.greedy else None)
-    _, thoughts = module.think_and_embed(args.queries)
-    for query, row in zip(args.queries, thoughts):
+    settings.apply(module)
+    _, thoughts = module.think_and_embed(settings.queries)
+    for query, row in zip(settings.queries, thoughts):
         print(json.dumps({"query": query, "thoughts": row}, ensure_ascii=False))
     return 0
 
@@ -360,8 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("think", help="print the thoughts a model writes for queries (JSON lines)")
-    p.add_argument("queries", nargs="+")
-    _model_options(p)
+    from o1_embedder.model.overrides import ThinkSettings
+
+    add_dataclass_options(p, ThinkSettings)
     p.set_defaults(func=_cmd_think)
 
     p = sub.add_parser("eval", help="evaluate on a BEIR folder: think vs no think vs BM25 vs other models",
@@ -403,14 +406,6 @@ def build_parser() -> argparse.ArgumentParser:
                                     "'o1-embedder mteb run -m PATH -t SciFact'", add_help=False)
     p.set_defaults(func=None)
     return parser
-
-
-def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="o1-embedder",
-                   help="o1-embedder model folder or hub id (default: the embedded default)")
-    p.add_argument("--num-thoughts", type=_positive, help="thoughts per query K")
-    p.add_argument("--max-new-tokens", type=_positive, help="thought length limit")
-    p.add_argument("--greedy", action="store_true", help="greedy decoding (one thought)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,9 @@
 
 Each field becomes ``--field-name`` with its type, default and help (``field(metadata={"help": ...})``);
 a ``bool`` field that defaults to True becomes ``--no-field-name`` (or ``metadata["no_flag"]``, with help from
-``metadata["no_help"]``); a field whose metadata says
-``positional`` becomes a positional argument; ``metadata["choices"]`` limits the values; a field without a
-default is a required option.
+``metadata["no_help"]``); a field whose metadata says ``positional`` becomes a positional argument
+(``metadata["nargs"]``: how many values); ``metadata["choices"]`` limits the values; a field without a default
+is a required option.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser | argparse._ArgumentGr
         default = extra.pop("default", default)
         flag = "--" + f.name.replace("_", "-")
         if f.metadata.get("positional"):
+            if "nargs" in f.metadata:
+                extra.setdefault("nargs", f.metadata["nargs"])
             parser.add_argument(f.name, help=help_text, **extra)
         elif kind is bool:
             if default is True:

@@ -3,6 +3,8 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "o1_embedder"
 
 
@@ -74,3 +76,25 @@ def test_concepts_do_not_import_their_users():
     graph = import_graph()
     assert not graph.get("data", set()) - {"files"}  # file I/O only
     assert "training" not in graph.get("model", set()) and "synthesis" not in graph.get("generation", set())
+
+
+def test_thinking_overrides_are_one_set_of_options_for_eval_serve_and_think():
+    from o1_embedder.cli import build_parser
+    from o1_embedder.evaluation.job import EvalSettings
+    from o1_embedder.model.overrides import ThinkingOverrides, ThinkSettings
+    from o1_embedder.options import dataclass_from_args
+    from o1_embedder.serving.cli import settings_from_args
+
+    flags = ["--greedy", "--num-thoughts", "2", "--max-new-tokens", "5", "--query-weight", "0.25"]
+    parser = build_parser()
+    parsed = [dataclass_from_args(EvalSettings, parser.parse_args(["eval", "cranfield", *flags])),
+              settings_from_args(parser.parse_args(["serve", "m", "--api-key", "k", *flags])),
+              dataclass_from_args(ThinkSettings, parser.parse_args(["think", "q", *flags]))]
+    expected = ThinkingOverrides(num_thoughts=2, max_new_tokens=5, greedy=True, query_weight=0.25).overrides()
+    assert all(isinstance(s, ThinkingOverrides) and s.overrides() == expected for s in parsed)
+    unset = [dataclass_from_args(EvalSettings, parser.parse_args(["eval", "cranfield"])),
+             dataclass_from_args(ThinkSettings, parser.parse_args(["think", "q"]))]
+    assert all(s.overrides() == dict.fromkeys(expected) for s in unset)  # None: the model's own settings
+    for bad in ({"query_weight": 1.5}, {"num_thoughts": 0}, {"greedy": "yes"}):
+        with pytest.raises((ValueError, TypeError), match=next(iter(bad))):
+            ThinkSettings(queries=["q"], **bad)

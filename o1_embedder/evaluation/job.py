@@ -16,6 +16,7 @@ from o1_embedder.evaluation.significance import paired_comparisons
 from o1_embedder.files import looks_like_path
 from o1_embedder.generation.cache import default_cache_dir
 from o1_embedder.model.loading import MINILM, load_comparison_model  # noqa: F401 (imported from here before)
+from o1_embedder.model.overrides import ThinkingOverrides
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,10 @@ def _opt(default, help: str, factory=None, no_help: str | None = None):
     return field(default=default, metadata=metadata)
 
 
-@dataclass
-class EvalSettings:
-    """Everything ``o1-embedder eval`` can set; each field is one command-line option."""
+@dataclass(frozen=True)
+class EvalSettings(ThinkingOverrides):
+    """Everything ``o1-embedder eval`` can set; each field is one command-line option (the thinking overrides,
+    shared with ``serve`` and ``think``, come first)."""
 
     model: str = _opt("o1-embedder", "o1-embedder model folder or hub id (default: the embedded default)")
     compare: list[str] = _opt(None, "Sentence-Transformers models to compare with", factory=lambda: [MINILM])
@@ -50,11 +52,6 @@ class EvalSettings:
     seed: int = _opt(0, "subset sampling seed")
     batch_size: int = _opt(16, "document encoding batch size")
     query_batch_size: int = _opt(64, "queries encoded together (thinking queries share decoding steps)")
-    num_thoughts: int | None = _opt(None, "thoughts per query K (default: the model's setting)")
-    max_new_tokens: int | None = _opt(None, "thought length limit (default: the model's setting)")
-    greedy: bool | None = _opt(None, "greedy decoding, one thought (default: the model's setting)")
-    query_weight: float | None = _opt(None, "weight of the query's own embedding in a thinking query's embedding, "
-                                            "0-1 (default: the model's setting)")
     max_document_tokens: int | None = _opt(None, "truncate documents to this many tokens")
     dtype: str | None = _opt(None, "the o1-embedder models' weights in this floating-point type, e.g. float32 or "
                                    "bfloat16 (default: automatic, bfloat16 on CPUs with AMX or AVX512-BF16, where it "
@@ -62,15 +59,13 @@ class EvalSettings:
     cache_dir: str | None = _opt(None, "corpus-embedding cache (default: ~/.cache/o1_embedder/embeddings)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.hybrid and not self.bm25:
             raise ValueError("--hybrid fuses with BM25: drop --no-bm25")
-        for name in ("max_queries", "max_docs", "batch_size", "query_batch_size", "num_thoughts", "max_new_tokens",
-                     "max_document_tokens"):
+        for name in ("max_queries", "max_docs", "batch_size", "query_batch_size", "max_document_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.query_weight is not None and not 0 <= self.query_weight <= 1:
-            raise ValueError(f"query_weight must be between 0 and 1, got {self.query_weight}")
         if self.dtype is not None:
             from o1_embedder.generation.backends import float_dtype
 
@@ -78,8 +73,7 @@ class EvalSettings:
 
 
 def _configure(model, settings: EvalSettings) -> None:
-    model[0].apply_overrides(num_thoughts=settings.num_thoughts, max_new_tokens=settings.max_new_tokens,
-                             greedy=settings.greedy, query_weight=settings.query_weight)
+    settings.apply(model[0])
     if settings.max_document_tokens is not None:
         model.max_seq_length = settings.max_document_tokens
 

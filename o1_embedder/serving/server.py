@@ -63,8 +63,7 @@ def load_for_serving(name_or_path: str, settings: ServeSettings) -> tuple[Senten
 
 def configure_module(module: O1Embedder, settings: ServeSettings) -> None:
     """Thinking overrides (K, thought length, greedy) and the thought cache location from the settings."""
-    module.apply_overrides(num_thoughts=settings.num_thoughts, max_new_tokens=settings.max_new_tokens,
-                           greedy=True if settings.greedy else None, query_weight=settings.query_weight)
+    settings.apply(module)
     if settings.thought_cache is not None:
         off = settings.thought_cache.strip().lower() in ("off", "none", "")
         module.thought_cache = None if off else ThoughtCache(settings.thought_cache)

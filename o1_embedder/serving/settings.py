@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from o1_embedder.model.overrides import ThinkingOverrides
+
 __all__ = ["API_KEY_ENV", "INPUT_TYPES", "ServeSettings"]
 
 API_KEY_ENV = "O1_EMBEDDER_API_KEY"
@@ -22,8 +24,9 @@ def _option(default: Any, help: str, **extra: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class ServeSettings:
-    """How ``o1-embedder serve`` listens, batches, limits and shuts down; ``None`` means "the model's own"."""
+class ServeSettings(ThinkingOverrides):
+    """How ``o1-embedder serve`` listens, batches, limits and shuts down, and the thinking overrides shared with
+    ``eval`` and ``think`` (first); ``None`` means "the model's own"."""
 
     host: str = _option("127.0.0.1", "address to listen on (127.0.0.1: this machine only)")
     port: int = _option(8000, "TCP port")
@@ -48,9 +51,6 @@ class ServeSettings:
     thought_cache: str | None = _option(None, "thought cache file, or 'off' (default: $O1_EMBEDDER_THOUGHT_CACHE, "
                                               "else ~/.cache/o1_embedder/thoughts.sqlite)")
     device: str | None = _option(None, "torch device for the model, e.g. cuda or cpu (default: as loaded)")
-    num_thoughts: int | None = _option(None, "thoughts per query K (default: the model's setting)")
-    max_new_tokens: int | None = _option(None, "thought length limit (default: the model's setting)")
-    greedy: bool = _option(False, "greedy decoding, one thought per query (default: the model's setting)")
     generation_url: str | None = _option(None, "an OpenAI-compatible completions server (vLLM, SGLang, llama.cpp) "
                                                "serving the same weights writes the thoughts; this server only "
                                                "embeds (e.g. http://127.0.0.1:8001/v1)")
@@ -58,22 +58,14 @@ class ServeSettings:
                                                  "of its /models)")
     generation_timeout_s: float = _option(60.0, "deadline of one batch of thoughts from the generation server "
                                                 "(then 504)")
-    query_weight: float | None = _option(None, "weight of the query's own embedding in a thinking query's "
-                                               "embedding, 0-1 (default: the model's setting)")
     log_level: str = _option("info", "server log level", choices=("critical", "error", "warning", "info", "debug"))
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("port", "max_batch", "max_inputs", "max_input_chars", "max_request_bytes", "max_queued"):
             _check_number(name, getattr(self, name), int, minimum=1 if name != "port" else 0)
         for name in ("batch_window_ms", "request_timeout_s", "shutdown_timeout_s", "generation_timeout_s"):
             _check_number(name, getattr(self, name), (int, float), minimum=0)
-        for name in ("num_thoughts", "max_new_tokens"):
-            if getattr(self, name) is not None:
-                _check_number(name, getattr(self, name), int, minimum=1)
-        if self.query_weight is not None:
-            _check_number("query_weight", self.query_weight, (int, float), minimum=0)
-            if self.query_weight > 1:
-                raise ValueError(f"setting 'query_weight' must be <= 1, got {self.query_weight}")
         if self.api_key is not None and (not self.api_key.strip() or self.api_key != self.api_key.strip()):
             raise ValueError("setting 'api_key' must be a non-empty key without surrounding whitespace "
                              "(an empty key would let any 'Authorization: Bearer' header through)")
