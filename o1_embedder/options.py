@@ -3,8 +3,10 @@
 Each field becomes ``--field-name`` with its type, default and help (``field(metadata={"help": ...})``);
 a ``bool`` field that defaults to True becomes ``--no-field-name`` (or ``metadata["no_flag"]``, with help from
 ``metadata["no_help"]``); a field whose metadata says ``positional`` becomes a positional argument
-(``metadata["nargs"]``: how many values); ``metadata["choices"]`` limits the values; a field without a default
-is a required option.
+(``metadata["nargs"]``: how many values); ``metadata["choices"]`` limits the values; ``metadata["short"]`` adds
+a short flag (``-o``), ``metadata["required"]`` makes an option with a default required on the command line,
+``metadata["group"]`` puts the option under a titled group of the help; a field without a
+default is a required option.
 """
 
 from __future__ import annotations
@@ -47,9 +49,14 @@ def add_dataclass_options(parser: argparse.ArgumentParser | argparse._ArgumentGr
     ``overrides`` maps a field name to extra ``add_argument`` keywords (``choices``, ``type`` ...).
     """
     hints = typing.get_type_hints(cls)
+    groups: dict[str, Any] = {}
+    root = parser
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
+        title = f.metadata.get("group")
+        parser = root if title is None or not isinstance(root, argparse.ArgumentParser) else \
+            groups.setdefault(title, root.add_argument_group(title))
         kind = _base_type(hints[f.name])
         help_text = f.metadata.get("help", "")
         has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
@@ -59,24 +66,28 @@ def add_dataclass_options(parser: argparse.ArgumentParser | argparse._ArgumentGr
         if "choices" in f.metadata:
             extra.setdefault("choices", f.metadata["choices"])
         default = extra.pop("default", default)
-        flag = "--" + f.name.replace("_", "-")
+        flags = [*([f.metadata["short"]] if "short" in f.metadata else []), "--" + f.name.replace("_", "-")]
+        if "nargs" in f.metadata:
+            extra.setdefault("nargs", f.metadata["nargs"])
         if f.metadata.get("positional"):
-            if "nargs" in f.metadata:
-                extra.setdefault("nargs", f.metadata["nargs"])
+            if extra.get("nargs") in ("?", "*"):
+                extra.setdefault("default", default)
             parser.add_argument(f.name, help=help_text, **extra)
         elif kind is bool:
             if default is True:
                 parser.add_argument(f.metadata.get("no_flag", "--no-" + f.name.replace("_", "-")), dest=f.name,
                                     action="store_false", help=f.metadata.get("no_help", help_text), **extra)
             else:  # False, or None for "keep what the model says"
-                parser.add_argument(flag, dest=f.name, action="store_const", const=True, default=default,
+                parser.add_argument(*flags, dest=f.name, action="store_const", const=True, default=default,
                                     help=help_text, **extra)
         elif kind is list:
-            parser.add_argument(flag, dest=f.name, nargs="*", default=default, help=help_text, **extra)
+            extra.setdefault("nargs", "*")
+            parser.add_argument(*flags, dest=f.name, default=default, help=help_text, **extra)
         else:
             extra.setdefault("type", kind if kind in (int, float, str) else str)
-            parser.add_argument(flag, dest=f.name, default=default, required=not has_default,
-                                help=help_text + ("" if has_default else " (required)"), **extra)
+            required = not has_default or bool(f.metadata.get("required"))
+            parser.add_argument(*flags, dest=f.name, default=default, required=required,
+                                help=help_text + (" (required)" if required else ""), **extra)
 
 
 def dataclass_from_args(cls, args: argparse.Namespace, **changes):

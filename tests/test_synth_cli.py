@@ -103,3 +103,25 @@ def test_clear_errors(tmp_path, capsys):
     assert f"{no_neg}:1: missing field 'neg'" in capsys.readouterr().err
     assert main(["synth", "cranfield", "-o", str(tmp_path / "y.jsonl"), "--backend", "openai"]) == 2
     assert "--base-url" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["mine", "cranfield", "-o", "{out}", "--relative-margin", "1.5"], "relative_margin"),
+    (["mine", "cranfield", "-o", "{out}", "--num-negatives", "0"], "num_negatives"),
+    (["synth", "cranfield", "-o", "{out}", "--backend", "openai"], "--base-url"),
+    (["synth", "cranfield", "-o", "{out}", "--timeout", "nan"], "timeout"),
+    (["synth", "cranfield", "-o", "{out}", "-n", "0"], "num_candidates"),
+    (["vote", "in.jsonl", "-o", "{out}", "--chunk-size", "0"], "chunk_size"),
+])
+def test_bad_settings_stop_before_any_model_or_file(argv, message, tmp_path, capsys, monkeypatch):
+    import o1_embedder.model.loading as loading
+
+    monkeypatch.setattr(loading, "load_comparison_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    out = tmp_path / "out.jsonl"
+    assert main([a.replace("{out}", str(out)) for a in argv]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_output_is_a_required_option():
+    with pytest.raises(SystemExit):
+        main(["vote", "in.jsonl"])
