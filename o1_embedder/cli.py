@@ -50,12 +50,11 @@ def _cmd_think(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from o1_embedder.evaluation.job import EvalSettings, run_eval
+    from o1_embedder.evaluation.job import EvalCommand, run_eval
     from o1_embedder.options import dataclass_from_args
 
-    settings = dataclass_from_args(EvalSettings, args)
-    output = args.output or os.path.join("runs", f"eval-{os.path.basename(os.path.normpath(args.dataset))}")
-    run_eval(args.dataset, output, settings)
+    command = dataclass_from_args(EvalCommand, args)
+    run_eval(command.dataset, command.report_folder, command)
     return 0
 
 
@@ -269,7 +268,7 @@ def _add_synthesis_commands(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from o1_embedder import __version__
-    from o1_embedder.evaluation.job import EvalSettings
+    from o1_embedder.evaluation.job import EvalCommand
     from o1_embedder.generation.settings import GenerationSettings
     from o1_embedder.model.settings import ConvertSettings, ExportSettings, InitSettings
     from o1_embedder.options import HelpFormatter, add_dataclass_options
@@ -295,9 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate on a BEIR folder: think vs no think vs BM25 vs other models",
                        formatter_class=HelpFormatter)
-    p.add_argument("dataset", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/), or 'cranfield' (shipped)")
-    p.add_argument("--output", help="report folder (default: runs/eval-DATASET)")
-    add_dataclass_options(p, EvalSettings)
+    add_dataclass_options(p, EvalCommand)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("train", help="joint training (thoughts + contrastive) on reference-format jsonl; "

@@ -27,8 +27,8 @@ def resolve_dataset(name_or_path: str | os.PathLike, split: str = "test") -> Bei
     return load_beir(resolve_beir_path(name_or_path), split=split)
 
 
-def _opt(default, help: str, factory=None, no_help: str | None = None):
-    metadata = {"help": help, **({"no_help": no_help} if no_help else {})}
+def _opt(default, help: str, factory=None, no_help: str | None = None, **extra):
+    metadata = {"help": help, **({"no_help": no_help} if no_help else {}), **extra}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -70,6 +70,24 @@ class EvalSettings(ThinkingOverrides):
             from o1_embedder.generation.backends import float_dtype
 
             float_dtype(self.dtype)
+
+
+@dataclass(frozen=True)
+class EvalCommand(EvalSettings):
+    """``o1-embedder eval DATASET``: the settings plus where the data is and where the report goes."""
+
+    dataset: str = _opt(None, "BEIR folder (corpus.jsonl, queries.jsonl, qrels/), or 'cranfield' (shipped)",
+                        positional=True)
+    output: str | None = _opt(None, "report folder (default: runs/eval-DATASET)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise ValueError(f"dataset is required (a BEIR folder or 'cranfield'), got {self.dataset!r}")
+
+    @property
+    def report_folder(self) -> str:
+        return self.output or os.path.join("runs", f"eval-{os.path.basename(os.path.normpath(self.dataset))}")
 
 
 def _configure(model, settings: EvalSettings) -> None:
