@@ -15,7 +15,8 @@ from o1_embedder.files import looks_like_path, replace_folder
 from o1_embedder.generation.backends import float_dtype
 from o1_embedder.model.card import install_usage
 from o1_embedder.model.default import DEFAULT_BACKBONE_HUB_ID, DEFAULT_PROMPT_FORMAT, default_backbone_path
-from o1_embedder.model.module import CONFIG_FILE, DOCUMENT_NAMES, QUERY_NAMES, QUERY_PROMPT, O1Embedder, check_finite
+from o1_embedder.model.module import CONFIG_FILE, O1Embedder, check_finite
+from o1_embedder.model.routing import DOCUMENT_NAMES, QUERY_NAMES, QUERY_PROMPT
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,6 @@ import copy
 import hashlib
 import logging
 import os
-import sys
-import types
 import warnings
 from dataclasses import asdict
 from typing import Any
@@ -31,30 +29,16 @@ from o1_embedder.model import thinking
 from o1_embedder.model.encoding import decoder, left_pad, position_ids
 from o1_embedder.model.folder import CONFIG_FILE, check_finite, check_model_folder, load_weights
 from o1_embedder.model.formats import PromptFormat, SequenceBuilder, validate_texts
+from o1_embedder.model.routing import (  # noqa: F401  (imported from here before)
+    DOCUMENT_NAMES,
+    QUERY_NAMES,
+    QUERY_PROMPT,
+    check_collator_routing,
+    prompt_route,
+)
 from o1_embedder.model.tokens import add_special_tokens, ensure_pad_token
 
 logger = logging.getLogger(__name__)
-
-
-#: the model's ``prompts["query"]``: it routes ``encode(..., prompt_name="query")`` to the query path (it is a
-#: marker, never text the model sees)
-QUERY_PROMPT = "o1-embedder:query "
-#: prompt names (``encode(prompt_name=...)``) and prompt prefixes (``encode(prompt="query: ")``, the E5 habit) that
-#: frameworks and other models use for queries and for documents; each routes to that path, none is text the model sees
-QUERY_NAMES = ("query", "queries", "search_query", "question", "retrieval.query", "s2p_query")
-DOCUMENT_NAMES = ("document", "documents", "passage", "passages", "text", "corpus", "search_document", "doc",
-                  "retrieval.passage")
-
-
-def prompt_route(prompt: str | None) -> str | None:
-    """``"query"`` / ``"document"`` for a prompt that names a side (``"query: "``, ``"passage: "``,
-    ``"search_query: "`` ...), else ``None`` (no prompt, or free text to prepend)."""
-    if not prompt:
-        return None
-    if prompt == QUERY_PROMPT:
-        return "query"
-    name = prompt.strip().rstrip(":").strip().lower()
-    return "query" if name in QUERY_NAMES else "document" if name in DOCUMENT_NAMES else None
 
 
 class _NoTokenEmbeddings:
@@ -344,7 +328,7 @@ class O1Embedder(InputModule):
         if prompt:
             texts = [prompt + t for t in texts]
         if task is None and not explicit_document:
-            self._check_collator_routing()
+            check_collator_routing()
             self._warn_once("document-route", "o1-embedder: encode() without a task embeds its inputs as documents "
                             "(no query format, no thinking); use encode_query / encode_document, or "
                             "prompt_name='query' / 'document'")
@@ -363,29 +347,6 @@ class O1Embedder(InputModule):
             sequences = self.builder.documents(texts)
         input_ids, attention_mask = left_pad(sequences, pad_id, "cpu")
         return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-    @staticmethod
-    def _check_collator_routing() -> None:
-        """Sentence-Transformers' data collator gives a column a task only when ``router_mapping`` names it; with
-        no mapping at all every column, the anchor included, would be trained as a document while inference
-        embeds queries as queries. Called for an untasked batch: stop before the first step and name the fix."""
-        from sentence_transformers.base.data_collator import BaseDataCollator
-
-        frame: types.FrameType | None = sys._getframe(2)
-        for _ in range(4):  # collator.__call__ -> SentenceTransformer.preprocess -> this module's preprocess
-            if frame is None:
-                return
-            caller = frame.f_locals.get("self")
-            if isinstance(caller, BaseDataCollator):
-                if not caller.router_mapping:
-                    raise ValueError(
-                        "o1-embedder: Sentence-Transformers' data collator has no router_mapping, so the query "
-                        "column would be trained as documents (inference embeds queries as queries). Use "
-                        "o1_embedder.training.JointTrainer (its first column is the query), or pass "
-                        "SentenceTransformerTrainingArguments(router_mapping={'anchor': 'query'}) with your query "
-                        "column's name (router_mapping={'anchor': 'document'} trains it as a document on purpose)")
-                return
-            frame = frame.f_back
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
