@@ -38,7 +38,9 @@ documents = model.encode_document(["Rayleigh scattering makes the sky blue."])
 print(model.similarity(queries, documents))
 ```
 
-`model.encode(texts)` embeds documents; `encode(texts, prompt_name="query")` equals `encode_query`."""
+`model.encode(texts)` embeds documents; `encode(texts, prompt_name="query")` equals `encode_query`.
+Benchmark it with `o1-embedder mteb run -m {name} -t TASK` (plain `mteb run -m` cannot load this folder: mteb
+knows only its registry and the Hub, and `o1-embedder mteb run` registers the model first)."""
 
 
 class UsageSnippet:
