@@ -514,9 +514,8 @@ def test_mining_margins_are_checked(capsys, tmp_path):
     for margin in (float("nan"), 1.0, -0.1):
         with pytest.raises(ValueError, match="relative_margin"):
             mine_negatives([{"query": "q", "pos": ["p"]}], model=None, relative_margin=margin)
-    with pytest.raises(SystemExit):
-        main(["mine", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--relative-margin", "nan"])
-    assert "must be in [0, 1)" in capsys.readouterr().err
+    code = main(["mine", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--relative-margin", "nan"])
+    assert code == 2 and "relative_margin must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_unused_positives_are_reported(caplog):
