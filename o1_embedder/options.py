@@ -17,7 +17,7 @@ import types
 import typing
 from typing import Any
 
-__all__ = ["HelpFormatter", "add_dataclass_options", "dataclass_from_args"]
+__all__ = ["HelpFormatter", "add_dataclass_options", "check_paths", "dataclass_from_args"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -94,3 +94,11 @@ def dataclass_from_args(cls, args: argparse.Namespace, **changes):
     """An instance of ``cls`` from the parsed options of :func:`add_dataclass_options` (plus ``changes``)."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     return cls(**{**values, **changes})
+
+
+def check_paths(settings: Any, *names: str) -> None:
+    """Raise ``ValueError`` naming the first of ``names`` that is not a non-empty path string on ``settings``."""
+    for name in names:
+        value = getattr(settings, name)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} is required (a path), got {value!r}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from o1_embedder.options import check_paths
+
 __all__ = ["ConvertSettings", "ExportSettings", "InitSettings"]
 
 FORCE_HELP = "replace a folder that is not an o1-embedder model folder"
@@ -12,13 +14,6 @@ FORCE_HELP = "replace a folder that is not an o1-embedder model folder"
 
 def _opt(default: Any, help: str, **metadata: Any) -> Any:
     return field(default=default, metadata={"help": help, **metadata})
-
-
-def _paths(settings: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(settings, name)
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{name} is required (a path), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -29,7 +24,7 @@ class InitSettings:
     force: bool = _opt(False, FORCE_HELP)
 
     def __post_init__(self) -> None:
-        _paths(self, "path")
+        check_paths(self, "path")
 
 
 @dataclass(frozen=True)
@@ -49,7 +44,7 @@ class ConvertSettings:
     num_thoughts: int = _opt(3, "thoughts per query K (embeddings averaged)")
 
     def __post_init__(self) -> None:
-        _paths(self, "source", "target")
+        check_paths(self, "source", "target")
         for name in ("max_query_tokens", "max_document_tokens", "num_thoughts"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -65,4 +60,4 @@ class ExportSettings:
     force: bool = _opt(False, FORCE_HELP)
 
     def __post_init__(self) -> None:
-        _paths(self, "checkpoint", "output")
+        check_paths(self, "checkpoint", "output")

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from o1_embedder.options import check_paths
 from o1_embedder.synthesis.vote import DEFAULT_COMMITTEE
 
 __all__ = ["MineSettings", "SourceSettings", "SynthSettings", "VoteSettings"]
@@ -46,10 +47,7 @@ class SourceSettings:
     overwrite: bool = _opt(False, "replace an existing output file (synth, vote: start it over instead of resuming)")
 
     def __post_init__(self) -> None:
-        for name in ("source", "output"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"{name} is required (a path), got {value!r}")
+        check_paths(self, "source", "output")
         _at_least(self, 1, "max_queries", "max_docs")
         _at_least(self, 0, "min_grade")
 
@@ -148,10 +146,7 @@ class VoteSettings:
     overwrite: bool = _opt(False, "start the output over instead of resuming")
 
     def __post_init__(self) -> None:
-        for name in ("source", "output"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"{name} is required (a path), got {value!r}")
+        check_paths(self, "source", "output")
         if not self.committee:
             raise ValueError("committee needs at least one member ('bm25' or a Sentence-Transformers model)")
         _at_least(self, 1, "batch_size", "chunk_size")
