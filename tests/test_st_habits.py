@@ -177,27 +177,41 @@ def test_document_prompt_names_and_prefixes_embed_documents(model, name):
     assert torch.allclose(model.encode(DOCUMENTS, prompt=f"{name}: ", convert_to_tensor=True), d, atol=1e-5)
 
 
-def test_framework_query_paths(model, tmp_path):
-    """The calls LangChain (langchain-huggingface 1.2: HuggingFaceEmbeddings.embed_query with query_encode_kwargs)
-    and LlamaIndex (llama-index-embeddings-huggingface 0.8: SentenceTransformer(..., prompts={"query":
-    query_instruction, "text": text_instruction}), then encode(prompt_name="query" | "text")) make, with the
-    settings the README gives; the packages themselves pin huggingface_hub below 2 and are not installed here."""
-    from sentence_transformers import SentenceTransformer
-
+@pytest.fixture()
+def saved(model, tmp_path):
+    """The tiny model saved as a folder, with its query (thinking) and document vectors computed in process."""
     from o1_embedder import save_model
-    from o1_embedder.model.module import QUERY_PROMPT
 
     path = save_model(model, tmp_path / "m")
-    q = model.encode_query(QUERIES[:1], convert_to_tensor=True)
-    d = model.encode_document(DOCUMENTS, convert_to_tensor=True)
-    # LangChain: client = SentenceTransformer(model_name, **model_kwargs); embed_query -> client.encode([text],
-    # **query_encode_kwargs); embed_documents -> client.encode(texts, **encode_kwargs)
-    client = SentenceTransformer(str(path), trust_remote_code=True)
-    client[0].thought_cache = None
-    assert torch.allclose(client.encode(QUERIES[:1], prompt_name="query", convert_to_tensor=True), q, atol=1e-5)
-    assert torch.allclose(client.encode(DOCUMENTS, convert_to_tensor=True), d, atol=1e-5)
-    # LlamaIndex: the prompts are replaced by its instructions; query_instruction=QUERY_PROMPT routes queries
-    index = SentenceTransformer(str(path), trust_remote_code=True, prompts={"query": QUERY_PROMPT, "text": ""})
-    index[0].thought_cache = None
-    assert torch.allclose(index.encode(QUERIES[:1], prompt_name="query", convert_to_tensor=True), q, atol=1e-5)
-    assert torch.allclose(index.encode(DOCUMENTS, prompt_name="text", convert_to_tensor=True), d, atol=1e-5)
+    return (str(path), model.encode_query(QUERIES[:1], convert_to_numpy=True)[0],
+            model.encode_document(DOCUMENTS, convert_to_numpy=True))
+
+
+def test_langchain_embeds_queries_with_thinking(saved):
+    """langchain-huggingface itself, with the settings the README gives (it pins huggingface_hub below 2, so CI
+    installs it with --no-deps; its code runs unchanged on this hub)."""
+    import numpy as np
+
+    lc = pytest.importorskip("langchain_huggingface")
+    path, q, d = saved
+    emb = lc.HuggingFaceEmbeddings(model_name=path, model_kwargs={"trust_remote_code": True},
+                                   query_encode_kwargs={"prompt_name": "query"})
+    np.testing.assert_allclose(emb.embed_query(QUERIES[0]), q, atol=1e-5)
+    np.testing.assert_allclose(emb.embed_documents(DOCUMENTS), d, atol=1e-5)
+    # its default query call is plain encode, a document: what the README's setting is for
+    plain = lc.HuggingFaceEmbeddings(model_name=path, model_kwargs={"trust_remote_code": True})
+    assert not np.allclose(plain.embed_query(QUERIES[0]), q, atol=1e-3)
+
+
+def test_llamaindex_embeds_queries_with_thinking(saved):
+    """llama-index-embeddings-huggingface itself, with the settings the README gives."""
+    import numpy as np
+
+    li = pytest.importorskip("llama_index.embeddings.huggingface")
+    from o1_embedder.model.module import QUERY_PROMPT
+
+    path, q, d = saved
+    emb = li.HuggingFaceEmbedding(model_name=path, trust_remote_code=True, query_instruction=QUERY_PROMPT,
+                                  device="cpu")
+    np.testing.assert_allclose(emb.get_query_embedding(QUERIES[0]), q, atol=1e-5)
+    np.testing.assert_allclose(emb.get_text_embedding_batch(DOCUMENTS), d, atol=1e-5)
