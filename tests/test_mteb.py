@@ -284,7 +284,8 @@ def test_run_mteb_cli_on_local_beir_task(model_dir, beir_dir, tmp_path, capsys):
     assert run_mteb_cli(argv) == 0
     path = next(output.rglob("TinyCli.json"))
     assert path.parent.name == "num_thoughts_1"
-    assert path.parents[2].name == folder_revision(model_dir) and path.parents[3].name == "local__tiny-o1"
+    assert path.parents[2].name == folder_revision(model_dir)
+    assert path.parents[3].name == "local__tiny-o1-num_thoughts_1"  # mteb's tables average experiments of one name
     assert 0.0 <= scores_of(json.loads(path.read_text()))["ndcg_at_10"] <= 1.0
     # edited judgments: mteb would report the old scores again, so the run is refused until told to overwrite
     before = json.loads(path.read_text())["dataset_revision"]
@@ -320,3 +321,19 @@ def test_run_mteb_cli_errors(model_dir, beir_dir, tmp_path, capsys):
     assert not list(tmp_path.glob("o/**/*.json"))
     with pytest.raises(KeyError):
         mteb.get_model_meta("local/tiny-o1")
+
+
+def test_think_and_no_think_stay_apart_in_mtebs_tables(model_dir, beir_dir, tmp_path):
+    """mteb's own loaders tell the two runs apart: two result files, two rows of to_dataframe, never averaged."""
+    output = tmp_path / "cli-results"
+    common = ["run", "-m", str(model_dir), "--beir-task", f"TinyCli={beir_dir}", "--output-folder", str(output),
+              "--no-co2-tracker", "--batch-size", "8", "-v", "0"]
+    assert run_mteb_cli(common) == 0
+    assert run_mteb_cli([*common, "--no-think"]) == 0
+    files = sorted(output.rglob("TinyCli.json"))
+    assert len(files) == 2
+    scores = sorted(scores_of(json.loads(p.read_text()))["ndcg_at_10"] for p in files)
+    results = mteb.ResultCache(cache_path=output).load_results(include_remote=False, load_experiments="match_name")
+    frame = results.to_dataframe(format="long")
+    assert sorted(frame["model_name"]) == ["local/tiny-o1", "local/tiny-o1-think_False"]
+    assert sorted(frame["score"]) == pytest.approx(scores)

@@ -16,7 +16,9 @@ Result files: mteb stores results under ``{output}/results/{name with / -> __}/{
 revision of a local folder is a content hash of its files, so a retrained model never overwrites (or, with mteb's
 default ``only-missing`` strategy, silently reuses) the results of the previous one. Thinking options passed to the
 loader (``think``, ``num_thoughts``, ...) become mteb *experiment kwargs* and results go to
-``.../{revision}/experiments/{think_False__...}/{task}.json``, apart from the model's default settings.
+``.../{revision}/experiments/{think_False__...}/{task}.json``, apart from the model's default settings. Those that
+change scores are also part of the default name (``local/m-think_False``): mteb's ``to_dataframe`` averages every
+experiment of one name.
 """
 
 from .cli import main, run_mteb_cli

@@ -21,7 +21,7 @@ from mteb.types import Licenses
 from safetensors import SafetensorError, safe_open
 
 from ...generation.settings import GenerationSettings
-from .options import GENERATION_OPTIONS, check_options
+from .options import GENERATION_OPTIONS, check_options, name_suffix
 from .wrapper import O1EmbedderEncoderWrapper
 
 if TYPE_CHECKING:
@@ -231,7 +231,8 @@ def o1_model_meta(path_or_name: str | os.PathLike, *, name: str | None = None, r
             ``HF_HUB_OFFLINE=1``); or ``"o1-embedder"``: the embedded default, written once under the o1-embedder
             cache folder.
         name: ``ModelMeta.name`` (``org/model``). Default: the hub id, ``o1-embedder/default-...`` for the default,
-            else ``local/{folder name}``.
+            else ``local/{folder name}``; options that change scores add to it (``local/m-think_False``), because
+            mteb's ``to_dataframe`` averages the experiments of one name.
         revision: default: the hub commit, else :func:`folder_revision` (a content hash of the folder).
         **kwargs: ``ModelMeta`` fields (``license``, ``open_weights``, ``languages``, ``release_date``,
             ``reference``, ``training_datasets``, ``citation``, ...) overriding what is read from the files (the model
@@ -252,7 +253,7 @@ def o1_model_meta(path_or_name: str | os.PathLike, *, name: str | None = None, r
     n_parameters, n_embedding = _parameter_counts(folder, config)
     fields: dict[str, Any] = {
         **_COMMON_FIELDS, **_card_metadata(folder), **implied,
-        "name": name or implied.get("name") or f"{_LOCAL_ORG}/{folder.name}",
+        "name": name or (implied.get("name") or f"{_LOCAL_ORG}/{folder.name}") + name_suffix(options),
         "revision": revision or implied.get("revision") or folder_revision(folder),
         "n_parameters": n_parameters, "n_embedding_parameters": n_embedding,
         "memory_usage_mb": round(n_parameters * _bytes_per_parameter(options, o1_config) / 2**20, 1),
@@ -274,7 +275,8 @@ def loaded_model_meta(model: SentenceTransformer, *, revision: str | None, optio
     embedding = module.model.get_input_embeddings()
     return _model_meta({
         **_COMMON_FIELDS, "loader": None,
-        "name": card_name if card_name and "/" in card_name else f"{_LOCAL_ORG}/o1-embedder-in-memory",
+        "name": (card_name if card_name and "/" in card_name else f"{_LOCAL_ORG}/o1-embedder-in-memory")
+        + name_suffix(options),
         "revision": revision or hashlib.sha256(f"{module.fingerprint()}\n{config}".encode()).hexdigest()[:16],
         "n_parameters": sum(p.numel() for p in parameters),
         "n_embedding_parameters": int(embedding.weight.numel()) if embedding is not None else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 from ...generation.settings import GenerationSettings
 
 __all__ = ["CONFIGURE_OPTIONS", "GENERATION_OPTIONS", "OPTIONS", "ArgumentContainer", "Option", "WRAPPER_OPTIONS",
-           "add_flags", "check_options", "options_from_args", "split_options"]
+           "add_flags", "check_options", "name_suffix", "options_from_args", "split_options"]
 
 
 class ArgumentContainer(Protocol):
@@ -42,6 +43,7 @@ class Option:
     minimum: int | None = None
     on_command_line: bool = True
     flag_name: str | None = None
+    changes_scores: bool = True
 
     @property
     def flag(self) -> str:
@@ -92,11 +94,12 @@ OPTIONS: tuple[Option, ...] = (
            minimum=1),
     *_GENERATION,
     Option("use_thought_cache", bool, "look thoughts up in, and store them to, the thought cache (default: on)",
-           flag_name="thought-cache"),
+           flag_name="thought-cache", changes_scores=False),
     Option("batch_size", int, "batch size for queries and documents, overriding mteb's encode_kwargs",
-           minimum=1, on_command_line=False),  # mteb's own --batch-size covers the command line
+           minimum=1, on_command_line=False, changes_scores=False),  # mteb's own --batch-size covers the command line
     Option("query_batch_size", int, "batch size for queries only (thinking holds a KV cache per query); "
-                                    "otherwise mteb's --batch-size applies to both sides", minimum=1),
+                                    "otherwise mteb's --batch-size applies to both sides", minimum=1,
+           changes_scores=False),
     Option("model_kwargs", dict, "passed to the backbone's from_pretrained, e.g. {'dtype': 'bfloat16'}",
            on_command_line=False),
 )
@@ -120,6 +123,17 @@ def check_options(options: Mapping[str, Any], caller: str) -> dict[str, Any]:
     for name, value in checked.items():
         _BY_NAME[name].check(value)
     return checked
+
+
+def name_suffix(options: Mapping[str, Any]) -> str:
+    """What the options that change scores add to a model's name (``"-think_False"``, ``"-num_thoughts_1"``; ``""``
+    when none is set), so mteb's tables, which average the experiments of one model name, keep them apart."""
+    parts = []
+    for name, value in check_options(options, "name_suffix()").items():
+        if _BY_NAME[name].changes_scores:
+            text = "_".join(f"{k}_{v}" for k, v in sorted(value.items())) if isinstance(value, dict) else str(value)
+            parts.append(f"{name}_{text}")
+    return "".join(f"-{re.sub(r'[^A-Za-z0-9._-]', '_', part)}" for part in parts)
 
 
 def split_options(kwargs: Mapping[str, Any], caller: str) -> tuple[dict[str, Any], dict[str, Any]]:
