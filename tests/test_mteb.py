@@ -261,8 +261,16 @@ def test_no_think_matches_own_evaluation(model_dir, beir_dir, tmp_path):
 
 
 def test_wrapper_around_in_memory_model(tiny_model, beir_dir, tmp_path):
+    import warnings
+
     tiny_model[0].configure(max_new_tokens=4)
-    model = O1EmbedderEncoderWrapper(tiny_model, num_thoughts=1, query_batch_size=2)
+    prompts = dict(tiny_model.prompts)
+    assert {"search_query", "passage"} <= set(prompts)  # the names other frameworks send
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = O1EmbedderEncoderWrapper(tiny_model, num_thoughts=1, query_batch_size=2)
+    assert not [w for w in caught if "prompt" in str(w.message)]  # mteb is shown only query and document
+    assert tiny_model.prompts == prompts and set(model.model_prompts) == {"query", "document"}
     assert model.module.num_thoughts == 1
     assert model.mteb_model_meta.embed_dim == 64 and model.mteb_model_meta.experiment_kwargs == {
         "num_thoughts": 1, "query_batch_size": 2}

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["O1EmbedderEncoderWrapper"]
 
+_MTEB_PROMPT_NAMES = ("query", "document")
+
 
 def _torch_device(device: str | int | None) -> str | None:
     """mteb's ``run --device`` is an integer GPU index; everything else passes through."""
@@ -80,7 +82,7 @@ class O1EmbedderEncoderWrapper(SentenceTransformerEncoderWrapper):
             in ``model_path``.
         revision: the revision mteb records (``ModelMeta.revision``).
         device: torch device; an int (``mteb run --device 0``) means that CUDA device.
-        model_prompts: mteb prompts; default: the model's own (``{"query": "", "document": ""}``).
+        model_prompts: mteb prompts; default: the model's ``query`` and ``document`` prompts.
         model_path: folder to load when ``model`` is a name (set by :func:`o1_model_meta`).
         **kwargs: the options of :data:`~o1_embedder.evaluation.mteb.options.OPTIONS` (``think``,
             ``num_thoughts``, every :class:`~o1_embedder.generation.GenerationSettings` field, ``use_thought_cache``,
@@ -101,10 +103,17 @@ class O1EmbedderEncoderWrapper(SentenceTransformerEncoderWrapper):
         self.think: bool = module.think
         self.batch_size: int | None = options.get("batch_size")
         self.query_batch_size: int | None = options.get("query_batch_size")
-        with warnings.catch_warnings():  # mteb's generic metadata extraction warns about deprecated ST/mteb names
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", FutureWarning)
-            super().__init__(st_model, revision=revision, model_prompts=model_prompts)
+        # mteb takes the model's prompts as its own and warns about each name it has no task for (the names other
+        # frameworks send, README); it is shown only query and document
+        prompts = st_model.prompts
+        st_model.prompts = {name: prompts[name] for name in _MTEB_PROMPT_NAMES if name in prompts}
+        try:
+            with warnings.catch_warnings():  # mteb's generic metadata extraction warns about deprecated names
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                super().__init__(st_model, revision=revision, model_prompts=model_prompts)
+        finally:  # the wrapper passes self.model_prompts' prompt with each call; the model keeps all its names
+            st_model.prompts = prompts
         self.mteb_model_meta = self._describe(source, revision, options)
 
     def _describe(self, source: object, revision: str | None, options: dict[str, Any]) -> ModelMeta:
