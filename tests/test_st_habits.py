@@ -97,6 +97,23 @@ def test_card_after_training_keeps_this_packages_usage(model, tmp_path):
     assert 'SentenceTransformer("path/to/this-folder", trust_remote_code=True)' in card
 
 
+def test_card_after_stock_training_of_a_directly_loaded_folder(model, tmp_path):
+    """SentenceTransformer(path, trust_remote_code=True) and the stock trainer: ST's card, with this usage."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+
+    from o1_embedder import save_model
+
+    loaded = SentenceTransformer(str(save_model(model, tmp_path / "m")), trust_remote_code=True)
+    dataset = Dataset.from_dict({k: v for k, v in ROWS.items() if k != "thought"})
+    SentenceTransformerTrainer(model=loaded, args=_args(tmp_path, router_mapping={"anchor": "query"}),
+                               train_dataset=dataset, loss=MultipleNegativesRankingLoss(loaded)).train()
+    loaded.save_pretrained(str(tmp_path / "saved"))
+    card = (tmp_path / "saved" / "README.md").read_text()
+    assert "generated_from_trainer" in card and "MultipleNegativesRankingLoss" in card
+    assert "trust_remote_code=True" in card and "encode_query" in card and "pip install o1-embedder" in card
+
+
 def test_joint_loss_needs_the_joint_collator(model):
     batch = JointTrainer.data_collator_class(preprocess_fn=model.preprocess)(_rows())
     with pytest.raises(ValueError, match="JointCollator"):

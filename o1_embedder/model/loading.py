@@ -13,7 +13,6 @@ from sentence_transformers import SentenceTransformer
 
 from o1_embedder.files import looks_like_path, replace_folder
 from o1_embedder.generation.backends import float_dtype
-from o1_embedder.model.card import install_usage
 from o1_embedder.model.default import DEFAULT_BACKBONE_HUB_ID, DEFAULT_PROMPT_FORMAT, default_backbone_path
 from o1_embedder.model.module import CONFIG_FILE, O1Embedder, check_finite
 from o1_embedder.model.routing import DOCUMENT_NAMES, QUERY_NAMES, QUERY_PROMPT
@@ -31,9 +30,7 @@ _CLASS_REF = f"{O1Embedder.__module__}.{O1Embedder.__name__}"
 
 def wrap(module: O1Embedder) -> SentenceTransformer:
     """A ``SentenceTransformer`` whose only module is ``module`` (cosine similarity: vectors are normalised)."""
-    model = SentenceTransformer(modules=[module], similarity_fn_name="cosine", prompts=PROMPTS)
-    install_usage(model)
-    return model
+    return SentenceTransformer(modules=[module], similarity_fn_name="cosine", prompts=PROMPTS)
 
 
 def build_model(backbone: str, **settings) -> SentenceTransformer:
@@ -164,7 +161,6 @@ def _load(name_or_path: str = DEFAULT_MODEL_NAME, **kwargs) -> SentenceTransform
         model.prompts["query"] = QUERY_PROMPT
     for name, prompt in PROMPTS.items():  # folders saved before the framework names were routed
         model.prompts.setdefault(name, prompt)
-    install_usage(model)
     return model
 
 

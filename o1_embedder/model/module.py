@@ -26,6 +26,7 @@ from o1_embedder.generation.backends import float_dtype
 from o1_embedder.generation.cache import ThoughtCache
 from o1_embedder.generation.settings import GenerationSettings
 from o1_embedder.model import thinking
+from o1_embedder.model.card import install_usage
 from o1_embedder.model.encoding import decoder, left_pad, position_ids
 from o1_embedder.model.folder import CONFIG_FILE, check_finite, check_model_folder, load_weights
 from o1_embedder.model.formats import PromptFormat, SequenceBuilder, validate_texts
@@ -398,6 +399,12 @@ class O1Embedder(InputModule):
         return thinking.think_and_embed(self, queries, prompt_ids)
 
     # ------------------------------------------------------------------------------- save and load
+    def on_model_ready(self, model) -> None:
+        """Sentence-Transformers' construction hook, however the model was built or loaded (``load_model``,
+        ``SentenceTransformer(path, trust_remote_code=True)``): the card a save after training writes shows this
+        package's usage, not a snippet that cannot load the folder."""
+        install_usage(model)
+
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
         if not safe_serialization:
             raise ValueError("o1-embedder models are saved as safetensors only")

@@ -47,12 +47,6 @@ class JointTrainer(SentenceTransformerTrainer):
 
     data_collator_class = QueryFirstDataCollator
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        from o1_embedder.model.card import install_usage
-
-        install_usage(self.model)  # the card a save after training writes shows this package's usage
-
     def _trainable(self) -> dict[str, torch.Tensor]:
         model = getattr(self.model, "_orig_mod", self.model)
         return {name: param for name, param in model.named_parameters() if param.requires_grad}
