@@ -101,3 +101,35 @@ def test_identical_rows_share_their_decoding_steps(tiny_backbone):
             assert max(fed) <= len(prompts)  # never more cache rows than distinct sequences
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize("backbone", ["tiny_backbone", "tiny_qwen_backbone"])
+@pytest.mark.parametrize("sampling", [True, False])
+def test_rows_that_join_a_running_decode_get_what_decode_gives_them(backbone, sampling, request):
+    """Continuous batching: prompts added between steps (their prefill merged into the running cache, whichever
+    is longer) end with the tokens, embeddings and own embeddings that one decode call gives them."""
+    from o1_embedder.generation import DecodeStream
+
+    module = build_model(str(request.getfixturevalue(backbone)), max_query_tokens=16)[0]
+    settings = GenerationSettings(**{**SAMPLING, "do_sample": sampling})
+    prompts = module.builder.query_prompts(QUERIES) * 2
+    seeds = list(range(len(prompts)))
+    ids = dict(pad_id=module.tokenizer.pad_token_id, eos_ids=[module.builder.eos_id],
+               suppress_ids=module.special_token_ids, emb_id=module.builder.emb_id)
+    expected = decode(module.model, prompts, settings=settings, row_seeds=seeds, prompt_embeddings=True, **ids)
+    stream = DecodeStream(module.model, settings=settings, **ids)
+    index = dict(zip(stream.add(prompts[:3], seeds[:3], prompt_embeddings=True), range(3)))
+    waiting, got, joined_busy = list(range(3, len(prompts))), {}, 0
+    while stream.busy or waiting:
+        if waiting:
+            joined_busy += stream.busy
+            i = waiting.pop(0)
+            index[stream.add([prompts[i]], [seeds[i]], prompt_embeddings=True)[0]] = i
+        for row in stream.step():
+            got[index[row]] = stream.take(row)
+    assert joined_busy >= 3  # rows did join a running batch
+    assert [got[i][0] for i in range(len(prompts))] == expected.token_ids
+    assert [got[i][1] for i in range(len(prompts))] == expected.finished
+    assert torch.allclose(torch.stack([got[i][2] for i in range(len(prompts))]), expected.embeddings, atol=1e-4)
+    assert torch.allclose(torch.stack([got[i][3] for i in range(len(prompts))]), expected.prompt_embeddings,
+                          atol=1e-5)

@@ -5,6 +5,7 @@ Everything is local: a tiny random o1-embedder saved to tmp_path and a 20-docume
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import json
@@ -29,6 +30,7 @@ from o1_embedder.evaluation.mteb import (  # noqa: E402
     run_mteb_cli,
     unregister,
 )
+from o1_embedder.evaluation.mteb.options import add_flags, options_from_args  # noqa: E402
 from o1_embedder.generation.settings import GenerationSettings  # noqa: E402
 
 PACKAGE = Path(__file__).resolve().parents[1] / "o1_embedder" / "evaluation" / "mteb"
@@ -134,8 +136,14 @@ def test_options_follow_generation_settings(tiny_model, capsys):
     assert run_mteb_cli(["run", "--help"]) == 0
     help_text = capsys.readouterr().out
     for flag in ("--beir-task", "--think", "--no-think", "--num-thoughts", "--thought-cache", "--query-batch-size",
-                 *("--" + name.replace("_", "-") for name in GENERATION_FIELDS), "--no-do-sample"):
+                 *("--" + name.replace("_", "-") for name in GENERATION_FIELDS if name != "do_sample"), "--greedy"):
         assert flag in help_text, flag
+    assert "--do-sample" not in help_text  # one spelling in every command
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    assert options_from_args(parser.parse_args(["--greedy"]))["do_sample"] is False
+    assert options_from_args(parser.parse_args(["--no-greedy"]))["do_sample"] is True
+    assert "do_sample" not in options_from_args(parser.parse_args([]))
     assert "--output-folder" in help_text  # mteb's own options follow
 
     saved = tiny_model[0].generation_settings

@@ -132,21 +132,11 @@ def _plain_pairs(names: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for a, b in pairs if a in names and b in names]
 
 
-def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, settings: EvalSettings,
-             log=print) -> dict[str, Any]:
-    """Run the comparison and write the report. Returns ``{"results", "paths", "subset"}``.
-
-    Everything that can be checked is checked before any model runs (the dataset, the report folder,
-    comparison models given as paths); the report is rewritten after every result, so a comparison that
-    fails late (a model name that cannot be loaded) leaves the report of everything scored before it,
-    and the error is raised after that.
-    """
+def _check_outputs(output_dir: Path, settings: EvalSettings) -> None:
+    """The report and cache folders can be written, and each comparison model is named once and exists."""
     from o1_embedder.evaluation.retrieval import slug
     from o1_embedder.files import check_creatable
-    from o1_embedder.model.default import trained_default_dir
-    from o1_embedder.model.loading import DEFAULT_MODEL_NAME, default_model, load_model, use_dtype
 
-    output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output {output_dir} is a file; the report is a folder (results.json, .md, .png)")
     check_creatable(output_dir, "--output")
@@ -164,65 +154,89 @@ def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, set
             raise ValueError(f"--compare names {slugs[slug(name)]!r} and {name!r} would share a report row and run "
                              f"file; give each model once")
         slugs[slug(name)] = name
+
+
+def _o1_models(settings: EvalSettings) -> list[tuple[str, Any]]:
+    """(row label prefix, loader) of the o1-embedder models to score: the model, and the untrained backbone beside
+    the embedded default."""
+    from o1_embedder.model.default import trained_default_dir
+    from o1_embedder.model.loading import DEFAULT_MODEL_NAME, default_model, load_model, use_dtype
+
+    models: list[tuple[str, Any]] = [("o1-embedder", lambda: load_model(settings.model, dtype=settings.dtype))]
+    if settings.untrained and settings.model == DEFAULT_MODEL_NAME and not os.path.isdir(settings.model) \
+            and trained_default_dir() is not None:
+        models.append(("untrained", lambda: use_dtype(default_model(trained=False), settings.dtype)))
+    return models
+
+
+def _model_line(label_prefix: str, module: Any, settings: EvalSettings) -> str:
+    """What was loaded and how it thinks, for the log."""
+    gen = module.generation_settings
+    decoding = "greedy" if not gen.do_sample else \
+        f"sampled (t={gen.temperature}, top-p={gen.top_p}, seed={gen.seed})"
+    cache = module.thought_cache.path if module.thought_cache is not None else "off"
+    return (f"{label_prefix}: {settings.model if label_prefix == 'o1-embedder' else 'untrained default'}; thoughts "
+            f"per query K={module.num_thoughts if gen.do_sample else 1}, {decoding}, <= {gen.max_new_tokens} new "
+            f"tokens; query weight {module.query_weight:g}; documents <= {module.max_document_tokens} tokens; "
+            f"weights {module.dtype} ({getattr(module, 'dtype_choice', {}).get('reason', 'as loaded')}); "
+            f"thought cache: {cache}")
+
+
+def _timed(add, log, evaluate, *args: Any, **kwargs: Any) -> None:
+    """Add the result of ``evaluate(*args, **kwargs)`` and log its score and wall time."""
+    started = time.perf_counter()
+    result = evaluate(*args, **kwargs)
+    add(result)
+    log(f"{result['name']}: nDCG@10={result['metrics']['ndcg@10']:.4f} in {time.perf_counter() - started:.1f}s")
+
+
+def run_eval(dataset_path: str | os.PathLike, output_dir: str | os.PathLike, settings: EvalSettings,
+             log=print) -> dict[str, Any]:
+    """Run the comparison and write the report. Returns ``{"results", "paths", "subset"}``.
+
+    Everything that can be checked is checked before any model runs (the dataset, the report folder,
+    comparison models given as paths); the report is rewritten after every result, so a comparison that
+    fails late (a model name that cannot be loaded) leaves the report of everything scored before it,
+    and the error is raised after that.
+    """
+    output_dir = Path(output_dir)
+    _check_outputs(output_dir, settings)
     dataset = resolve_dataset(dataset_path, settings.split)
     data, subset = dataset.subset(settings.max_queries, settings.max_docs, seed=settings.seed)
     log(f"dataset: {subset}")
     cache_dir = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir() / "embeddings"
     title = f"{dataset.name} ({data.split}): {len(data.queries)} queries, {len(data.corpus)} documents"
     results: list[dict[str, Any]] = []
+    sizes = {"batch_size": settings.batch_size, "cache_dir": cache_dir, "show_progress_bar": True}
 
     def add(result: dict[str, Any]) -> None:
         results.append(result)
         write_report(results, output_dir, title)
 
-    models = [("o1-embedder", lambda: load_model(settings.model, dtype=settings.dtype))]
-    if settings.untrained and settings.model == DEFAULT_MODEL_NAME and not os.path.isdir(settings.model) \
-            and trained_default_dir() is not None:
-        models.append(("untrained", lambda: use_dtype(default_model(trained=False), settings.dtype)))
-    for label_prefix, load in models:
+    for label_prefix, load in _o1_models(settings):
         model = load()
         _configure(model, settings)
-        module = model[0]
-        gen = module.generation_settings
-        decoding = "greedy" if not gen.do_sample else \
-            f"sampled (t={gen.temperature}, top-p={gen.top_p}, seed={gen.seed})"
-        log(f"{label_prefix}: {settings.model if label_prefix == 'o1-embedder' else 'untrained default'}; thoughts "
-            f"per query K={module.num_thoughts if gen.do_sample else 1}, {decoding}, <= {gen.max_new_tokens} new "
-            f"tokens; query weight {module.query_weight:g}; documents <= {module.max_document_tokens} tokens; "
-            f"weights {module.dtype} ({getattr(module, 'dtype_choice', {}).get('reason', 'as loaded')}); "
-            f"thought cache: "
-            f"{module.thought_cache.path if module.thought_cache is not None else 'off'}")
+        log(_model_line(label_prefix, model[0], settings))
         for think in (True, False):
             label = f"{label_prefix} ({'think' if think else 'no think'})"
-            started = time.perf_counter()
-            result = evaluate_dense(model, data, name=label, query_kwargs={"think": think}, cache_dir=cache_dir,
-                                    batch_size=settings.batch_size, query_batch_size=settings.query_batch_size,
-                                    show_progress_bar=True)
-            add(result)
-            log(f"{label}: nDCG@10={result['metrics']['ndcg@10']:.4f} in {time.perf_counter() - started:.1f}s")
-        del model, module
-
+            _timed(add, log, evaluate_dense, model, data, name=label, query_kwargs={"think": think},
+                   query_batch_size=settings.query_batch_size, **sizes)
+        del model
     if settings.bm25:
-        add(evaluate_bm25(data))
-        log(f"BM25: nDCG@10={results[-1]['metrics']['ndcg@10']:.4f}")
+        _timed(add, log, evaluate_bm25, data)
     if settings.hybrid:
         bm25 = results[-1]
         for dense in [r for r in results if r["name"].endswith("think)")]:
-            add(hybrid_result(dense, bm25, data))
-            log(f"{results[-1]['name']}: nDCG@10={results[-1]['metrics']['ndcg@10']:.4f}")
+            _timed(add, log, hybrid_result, dense, bm25, data)
     failed = []
     for name in settings.compare:
-        started = time.perf_counter()
         try:
             other = load_comparison_model(name)
         except (OSError, ValueError) as err:
             failed.append(f"{name}: {err}")
             log(f"{name}: cannot be loaded ({err}); left out of the report")
             continue
-        result = evaluate_dense(other, data, name=name, cache_dir=cache_dir, batch_size=settings.batch_size,
-                                show_progress_bar=True)
-        add(result)
-        log(f"{name}: nDCG@10={result['metrics']['ndcg@10']:.4f} in {time.perf_counter() - started:.1f}s")
+        _timed(add, log, evaluate_dense, other, data, name=name, **sizes)
 
     tests = paired_comparisons(results, comparison_pairs([r["name"] for r in results]))
     paths = write_report(results, output_dir, title, comparisons=tests)

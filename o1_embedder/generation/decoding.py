@@ -18,13 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers.cache_utils import DynamicLayer
 
 from o1_embedder.generation.settings import GenerationSettings
 
-__all__ = ["Decoded", "decode", "left_pad", "position_ids"]
+__all__ = ["DecodeStream", "Decoded", "decode", "left_pad", "position_ids"]
 
 
 @dataclass
@@ -127,57 +129,92 @@ class _Slots:
 
 
 class _Decoding:
-    """The state of one :func:`decode` call: the KV cache, its mask and last hidden states, the slots, and what
-    each prompt row has produced. :func:`decode` drives it: prefill, then advance / compact / feed per step."""
+    """The state of decoding: the KV cache, its mask and last hidden states, the slots, and what each prompt row
+    has produced. :func:`decode` drives it (add, then advance / compact / feed per step); :class:`DecodeStream`
+    also adds rows between steps, their prefill merged into the running cache."""
 
-    def __init__(self, lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id: int,
-                 eos_ids: list[int], suppress_ids: Sequence[int], row_seeds: list[int] | None, emb_id: int | None):
+    def __init__(self, lm, *, settings: GenerationSettings, pad_id: int, eos_ids: list[int],
+                 suppress_ids: Sequence[int], emb_id: int | None):
         self.lm, self.body, self.settings = lm, decoder(lm), settings
         self.pad_id, self.eos_ids, self.eos_set, self.emb_id = pad_id, eos_ids, set(eos_ids), emb_id
         self.device = device = lm.device
-        rows = len(prompts)
         self.head = lm.get_output_embeddings()
         self.suppress = (torch.tensor(sorted(set(suppress_ids)), dtype=torch.long, device=device)
                          if suppress_ids else None)
-        self.generators = ([torch.Generator(device=device).manual_seed(int(s)) for s in row_seeds or []]
-                           if settings.do_sample else None)
-        self.tokens: list[list[int]] = [[] for _ in range(rows)]
-        self.finished = [False] * rows
-        hidden_size = lm.config.get_text_config().hidden_size
-        self.embeddings = torch.zeros(rows, hidden_size, device=device) if emb_id is not None else None
+        self.rows = 0                                   # rows added so far; a row's id is its position
+        self.generators: dict[int, torch.Generator] = {}
+        self.tokens: dict[int, list[int]] = {}
+        self.finished: dict[int, bool] = {}
+        self.embeddings: dict[int, torch.Tensor] = {}  # row -> ``<emb>`` state (float32, not normalised)
+        self.plain: dict[int, torch.Tensor] = {}       # row -> normalised ``prompt + <emb>`` state
+        self.done: list[int] = []                       # rows that ended since the caller last took them
         self.generated = 0
         self.steps = 0
-        self.plain: torch.Tensor | None = None
-        # Rows whose sequences are identical so far share one slot: the K samples of a query share its prefill
-        # and every step until their sampled tokens differ; a slot forks when its rows choose different tokens.
-        distinct: dict[tuple[int, ...], int] = {}
-        self.row_slot = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
-        self.distinct = [list(p) for p in distinct]
         self.slots = _Slots.empty()
-        for slot in range(len(self.distinct)):
-            self.slots.add(slot, [], SAMPLE, 0, pad_id)
-        for row, slot in enumerate(self.row_slot):
-            self.slots.members[slot].append(row)
+        self.cache: Any = None
+        self.mask = torch.zeros(0, 0, dtype=torch.long, device=device)
+        self.hidden = torch.zeros(0, lm.config.get_text_config().hidden_size, device=device)
 
-    def prefill(self, prompt_embeddings: bool) -> None:
-        """One forward pass over the distinct prompts (with ``<emb>`` appended when the prompts' own embeddings
-        are asked for: read there, then cropped from the cache, which causal attention allows)."""
+    @property
+    def live(self) -> bool:
+        return any(state != DEAD for state in self.slots.phase)
+
+    def add(self, prompts: list[list[int]], row_seeds: list[int] | None, prompt_embeddings: bool) -> list[int]:
+        """Prefill ``prompts`` (one forward pass over the distinct ones) and make them slots of the next step;
+        returns their row ids. Rows whose sequences are identical so far share one slot: the K samples of a query
+        share its prefill and every step until their sampled tokens differ (a slot forks when its rows choose
+        different tokens). With ``prompt_embeddings``, ``<emb>`` is appended in the prefill, its state read, and
+        cropped from the cache (causal attention allows it)."""
         from transformers import DynamicCache
 
-        ids, self.mask = left_pad(self.distinct, self.pad_id, self.device)
-        prefill_ids, prefill_mask = ids, self.mask
+        rows = list(range(self.rows, self.rows + len(prompts)))
+        self.rows += len(prompts)
+        for row, seed in zip(rows, row_seeds or []):
+            if self.settings.do_sample:
+                self.generators[row] = torch.Generator(device=self.device).manual_seed(int(seed))
+        for row in rows:
+            self.tokens[row], self.finished[row] = [], False
+        distinct: dict[tuple[int, ...], int] = {}
+        row_slot = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        ids, mask = left_pad([list(p) for p in distinct], self.pad_id, self.device)
+        prefill_ids, prefill_mask = ids, mask
         if prompt_embeddings:
-            column = torch.ones(len(self.distinct), 1, dtype=self.mask.dtype, device=self.device)
+            column = torch.ones(len(distinct), 1, dtype=mask.dtype, device=self.device)
             prefill_ids = torch.cat([ids, column * self.emb_id], dim=1)
-            prefill_mask = torch.cat([self.mask, column], dim=1)
+            prefill_mask = torch.cat([mask, column], dim=1)
         out = self.body(input_ids=prefill_ids, attention_mask=prefill_mask, position_ids=position_ids(prefill_mask),
                         past_key_values=DynamicCache(config=self.lm.config), use_cache=True)
-        self.cache = out.past_key_values
-        self.hidden = out.last_hidden_state[:, -1]
+        cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
         if prompt_embeddings:
-            self.cache.crop(-1)
-            self.plain = F.normalize(self.hidden.float(), dim=-1)[torch.tensor(self.row_slot, device=self.device)]
-            self.hidden = out.last_hidden_state[:, -2]
+            cache.crop(-1)
+            plain = F.normalize(hidden.float(), dim=-1)
+            for row, slot in zip(rows, row_slot):
+                self.plain[row] = plain[slot]
+            hidden = out.last_hidden_state[:, -2]
+        first = self._merge(cache, mask, hidden)
+        members: list[list[int]] = [[] for _ in distinct]
+        for row, slot in zip(rows, row_slot):
+            members[slot].append(row)
+        for slot, group in enumerate(members):
+            self.slots.add(first + slot, group, SAMPLE, 0, self.pad_id)
+        return rows
+
+    def _merge(self, cache, mask: torch.Tensor, hidden: torch.Tensor) -> int:
+        """Append a prefilled cache's rows to the running one (both left-padded to one width); returns the first
+        new cache row. A cache with no live slot is replaced."""
+        if not self.live:
+            self.cache, self.mask, self.hidden, self.slots = cache, mask, hidden, _Slots.empty()
+            return 0
+        width = max(self.mask.shape[1], mask.shape[1])
+        for old, new in zip(self.cache.layers, cache.layers):
+            if type(old) is not DynamicLayer or type(new) is not DynamicLayer:
+                raise NotImplementedError(f"rows cannot join a running {type(old).__name__} cache")
+            old.keys, old.values = (torch.cat([_left_pad_seq(a, width), _left_pad_seq(b, width)], dim=0)
+                                    for a, b in ((old.keys, new.keys), (old.values, new.values)))
+        first = self.mask.shape[0]
+        self.mask = torch.cat([_left_pad_seq(self.mask, width), _left_pad_seq(mask, width)], dim=0)
+        self.hidden = torch.cat([self.hidden, hidden], dim=0)
+        return first
 
     def advance(self) -> bool:
         """Choose every sampling slot's next token and lay out the next step's slots; ``False`` when every slot
@@ -187,23 +224,24 @@ class _Decoding:
                          self.generators)
         nxt = _Slots.empty()
         for slot, (rows, state, count) in enumerate(zip(current.members, current.phase, current.count)):
+            source = current.source[slot]
             if state == DEAD:
-                nxt.add(slot, rows, DEAD, count, self.pad_id)
+                nxt.add(source, rows, DEAD, count, self.pad_id)
             elif state == EMB:  # the input was <emb>: its state is the embedding of every row of the slot
-                assert self.embeddings is not None  # EMB is only reached when embeddings are asked for
                 for row in rows:
-                    self.embeddings[row] = self.hidden[slot].float()
-                nxt.add(slot, rows, DEAD, count, self.pad_id)
+                    self.embeddings[row] = self.hidden[source].float()
+                self.done += rows
+                nxt.add(source, rows, DEAD, count, self.pad_id)
             elif state == CLOSE:
-                nxt.add(slot, rows, EMB, count, self.emb_id if self.emb_id is not None else self.pad_id)
+                nxt.add(source, rows, EMB, count, self.emb_id if self.emb_id is not None else self.pad_id)
             elif state == CUT:  # at the length limit: eos, then <emb>
-                nxt.add(slot, rows, CLOSE, count, self.eos_ids[0])
+                nxt.add(source, rows, CLOSE, count, self.eos_ids[0])
             else:
-                self._sampled(slot, rows, count, chosen, nxt)
+                self._sampled(source, rows, count, chosen, nxt)
         self.slots = nxt
-        return any(state != DEAD for state in nxt.phase)
+        return self.live
 
-    def _sampled(self, slot: int, rows: list[int], count: int, chosen: dict[int, int], nxt: _Slots) -> None:
+    def _sampled(self, source: int, rows: list[int], count: int, chosen: dict[int, int], nxt: _Slots) -> None:
         """A sampling slot's rows grouped by the token they chose: each group continues in a slot of its own."""
         groups: dict[int, list[int]] = {}
         for row in rows:
@@ -214,15 +252,18 @@ class _Decoding:
             if token in self.eos_set:
                 for row in group:
                     self.finished[row] = True
-                nxt.add(slot, group, CLOSE if embedding else DEAD, count, self.eos_ids[0])
+                if not embedding:
+                    self.done += group
+                nxt.add(source, group, CLOSE if embedding else DEAD, count, self.eos_ids[0])
                 continue
             for row in group:
                 self.tokens[row].append(token)
             full = count + 1 >= self.settings.max_new_tokens
             if full and not embedding:
-                nxt.add(slot, group, DEAD, count + 1, self.pad_id)
+                self.done += group
+                nxt.add(source, group, DEAD, count + 1, self.pad_id)
             else:
-                nxt.add(slot, group, CUT if full else SAMPLE, count + 1, token)
+                nxt.add(source, group, CUT if full else SAMPLE, count + 1, token)
 
     def compact(self) -> None:
         """Reorganise the cache when a slot forked, or when enough slots are done to pay for the copy."""
@@ -256,9 +297,87 @@ class _Decoding:
         self.slots.source = list(range(len(self.slots.phase)))
         self.steps += 1
 
+    def take(self, row: int) -> tuple[list[int], bool, torch.Tensor | None, torch.Tensor | None]:
+        """A finished row's (tokens, ended with eos, normalised embedding, prompt embedding), forgotten here."""
+        embedding = self.embeddings.pop(row, None)
+        self.generators.pop(row, None)
+        return (self.tokens.pop(row), self.finished.pop(row),
+                F.normalize(embedding, dim=-1) if embedding is not None else None, self.plain.pop(row, None))
+
     def result(self) -> Decoded:
-        embeddings = F.normalize(self.embeddings, dim=-1) if self.embeddings is not None else None
-        return Decoded(self.tokens, self.finished, self.generated, embeddings, self.steps, self.plain)
+        rows = range(self.rows)
+        embeddings = (F.normalize(torch.stack([self.embeddings[r] for r in rows]), dim=-1)
+                      if self.emb_id is not None else None)
+        plain = torch.stack([self.plain[r] for r in rows]) if self.plain else None
+        return Decoded([self.tokens[r] for r in rows], [self.finished[r] for r in rows], self.generated, embeddings,
+                       self.steps, plain)
+
+
+def _left_pad_seq(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """``tensor`` (a mask ``(rows, seq)`` or keys / values ``(rows, heads, seq, dim)``) padded on the left of its
+    sequence dimension to ``width`` (zeros: masked out)."""
+    dim = 1 if tensor.dim() == 2 else 2
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+class DecodeStream:
+    """Decoding that takes new prompts between steps (continuous batching, for a server): rows join at a step
+    boundary (their prefill merged into the running KV cache) and leave as they end, so a prompt that arrives
+    during a long batch starts at the next step instead of after the batch. A row's tokens and embedding are
+    those :func:`decode` gives it (its own generator, masked padding)."""
+
+    def __init__(self, lm, *, settings: GenerationSettings, pad_id: int, eos_ids: list[int],
+                 suppress_ids: Sequence[int] = (), emb_id: int | None = None):
+        if not eos_ids:
+            raise ValueError("decoding needs an eos token")
+        self._state = _Decoding(lm, settings=settings, pad_id=pad_id, eos_ids=list(eos_ids),
+                                suppress_ids=suppress_ids, emb_id=emb_id)
+
+    @property
+    def busy(self) -> bool:
+        """Rows are still decoding."""
+        return self._state.live
+
+    @torch.no_grad()
+    def add(self, prompts: list[list[int]], row_seeds: list[int] | None = None,
+            prompt_embeddings: bool = False) -> list[int]:
+        """Start ``prompts`` (checked as :func:`decode` checks them); returns their row ids."""
+        _check(prompts, row_seeds, self._state.settings, prompt_embeddings, self._state.emb_id)
+        return self._state.add(prompts, row_seeds, prompt_embeddings) if prompts else []
+
+    @torch.no_grad()
+    def step(self) -> list[int]:
+        """One decoding step; returns the rows that ended (read them with :meth:`take`)."""
+        state = self._state
+        if state.advance():
+            state.compact()
+            state.feed()
+        done, state.done = state.done, []
+        return done
+
+    @property
+    def generated_tokens(self) -> int:
+        return self._state.generated
+
+    def take(self, row: int) -> tuple[list[int], bool, torch.Tensor | None, torch.Tensor | None]:
+        """An ended row's ``(tokens, ended with eos, embedding, prompt embedding)``."""
+        return self._state.take(row)
+
+
+def _check(prompts: list[list[int]], row_seeds: list[int] | None, settings: GenerationSettings,
+           prompt_embeddings: bool, emb_id: int | None) -> None:
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    if settings.do_sample and (row_seeds is None or len(row_seeds) != len(prompts)):
+        raise ValueError(f"sampling needs one seed per row: {0 if row_seeds is None else len(row_seeds)} seeds for "
+                         f"{len(prompts)} prompts")
+    if prompt_embeddings and emb_id is None:
+        raise ValueError("prompt_embeddings needs emb_id")
 
 
 @torch.no_grad()
@@ -279,18 +398,12 @@ def decode(lm, prompts: list[list[int]], *, settings: GenerationSettings, pad_id
     """
     if not prompts:
         return Decoded([], [], 0, None)
-    if any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token")
-    if settings.do_sample and (row_seeds is None or len(row_seeds) != len(prompts)):
-        raise ValueError(f"sampling needs one seed per row: {0 if row_seeds is None else len(row_seeds)} seeds for "
-                         f"{len(prompts)} prompts")
     if not eos_ids:
         raise ValueError("decoding needs an eos token")
-    if prompt_embeddings and emb_id is None:
-        raise ValueError("prompt_embeddings needs emb_id")
-    state = _Decoding(lm, prompts, settings=settings, pad_id=pad_id, eos_ids=list(eos_ids), suppress_ids=suppress_ids,
-                      row_seeds=row_seeds, emb_id=emb_id)
-    state.prefill(prompt_embeddings)
+    _check(prompts, row_seeds, settings, prompt_embeddings, emb_id)
+    state = _Decoding(lm, settings=settings, pad_id=pad_id, eos_ids=list(eos_ids), suppress_ids=suppress_ids,
+                      emb_id=emb_id)
+    state.add(prompts, row_seeds, prompt_embeddings)
     while state.advance():
         state.compact()
         state.feed()

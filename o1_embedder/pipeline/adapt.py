@@ -89,55 +89,70 @@ def _plan(corpus, config: AdaptConfig) -> list[tuple[int, str]]:
     return slots
 
 
-def stage_queries(run: Run, config: AdaptConfig) -> None:
-    """Stage 1: pseudo-queries (``questions.jsonl`` as written, ``queries.jsonl`` the kept ones)."""
-    from o1_embedder.data.beir import document_text
-    from o1_embedder.data.records import JsonlWriter, write_records_atomic
-    from o1_embedder.files import atomic_write_text
+def _write_questions(run: Run, config: AdaptConfig, corpus, asked: list[int]) -> dict[str, str]:
+    """The question the model writes for each document in ``asked`` (``questions.jsonl``, resumable), by id."""
+    from o1_embedder.data.records import JsonlWriter
     from o1_embedder.generation.backends import GenerationRequest
     from o1_embedder.generation.settings import GenerationSettings
     from o1_embedder.generation.transformers_backend import TransformersBackend
-    from o1_embedder.synthesis.queries import clean_question, inverse_cloze, question_prompt, title_query
-    from o1_embedder.synthesis.teacher import CorpusTeacher, parse_teacher
+    from o1_embedder.synthesis.queries import clean_question, question_prompt
 
-    corpus = _corpus(run, config)
-    slots = _plan(corpus, config)
-    asked = [i for i, kind in slots if kind == "question"]
     full = corpus.full_texts()
     questions: dict[str, str] = {}
     with JsonlWriter(run.path("questions.jsonl"), key="query_id") as writer:
         questions.update({r["query_id"]: r["question"] for r in writer.existing})
         todo = [i for i in asked if corpus.ids[i] not in writer.done]
-        if todo:
-            model = writer_model(config.model, config.dtype)
-            backend = TransformersBackend(model[0].model, tokenizer=model[0].tokenizer,
-                                          settings=GenerationSettings(max_new_tokens=config.question_tokens,
-                                                                      do_sample=False),
-                                          batch_size=config.writer_batch_size)
-            bar = progress(len(asked), "queries: writing questions", "question")
-            bar.update(len(asked) - len(todo))
-            step = 4 * config.writer_batch_size
-            for start in range(0, len(todo), step):
-                chunk = todo[start:start + step]
-                requests = [GenerationRequest([{"role": "user", "content": question_prompt(
-                    full[i], max_words=visible_words(config))}])
-                            for i in chunk]
-                for i, generation in zip(chunk, backend.generate(requests)):
-                    text = generation.texts[0] if generation.ok and generation.texts else ""
-                    record = {"query_id": corpus.ids[i], "raw": text, "question": clean_question(text)}
-                    writer.write(record)
-                    questions[corpus.ids[i]] = record["question"]
-                bar.update(len(chunk))
-            bar.close()
-            del model, backend
+        if not todo:
+            return questions
+        model = writer_model(config.model, config.dtype)
+        backend = TransformersBackend(model[0].model, tokenizer=model[0].tokenizer,
+                                      settings=GenerationSettings(max_new_tokens=config.question_tokens,
+                                                                  do_sample=False),
+                                      batch_size=config.writer_batch_size)
+        bar = progress(len(asked), "queries: writing questions", "question")
+        bar.update(len(asked) - len(todo))
+        step = 4 * config.writer_batch_size
+        for start in range(0, len(todo), step):
+            chunk = todo[start:start + step]
+            requests = [GenerationRequest([{"role": "user", "content": question_prompt(
+                full[i], max_words=visible_words(config))}]) for i in chunk]
+            for i, generation in zip(chunk, backend.generate(requests)):
+                text = generation.texts[0] if generation.ok and generation.texts else ""
+                record = {"query_id": corpus.ids[i], "raw": text, "question": clean_question(text)}
+                writer.write(record)
+                questions[corpus.ids[i]] = record["question"]
+            bar.update(len(chunk))
+        bar.close()
+    return questions
 
-    kept_rank: dict[int, int] = {}
+
+def _round_trip(run: Run, config: AdaptConfig, corpus, written: list[int], questions: dict[str, str]
+                ) -> dict[int, int]:
+    """The teacher's rank of each written question's own document, for those within ``round_trip_k``."""
+    from o1_embedder.synthesis.teacher import CorpusTeacher, parse_teacher
+
+    if not written:
+        return {}
+    teacher = CorpusTeacher(corpus.full_texts(), parse_teacher(config.teacher)[0], show_progress_bar=True,
+                            cache_dir=str(run.path("embedding-cache")))
+    top, _ = teacher.search([questions[corpus.ids[i]] for i in written], config.round_trip_k)
+    return {i: int(list(row).index(i)) + 1 for i, row in zip(written, top) if i in row}
+
+
+def stage_queries(run: Run, config: AdaptConfig) -> None:
+    """Stage 1: pseudo-queries (``questions.jsonl`` as written, ``queries.jsonl`` the kept ones)."""
+    from o1_embedder.data.beir import document_text
+    from o1_embedder.data.records import write_records_atomic
+    from o1_embedder.files import atomic_write_text
+    from o1_embedder.synthesis.queries import inverse_cloze, title_query
+
+    corpus = _corpus(run, config)
+    slots = _plan(corpus, config)
+    asked = [i for i, kind in slots if kind == "question"]
+    full = corpus.full_texts()
+    questions = _write_questions(run, config, corpus, asked)
     written = [i for i in asked if questions.get(corpus.ids[i])]
-    if written:
-        teacher = CorpusTeacher(full, parse_teacher(config.teacher)[0], show_progress_bar=True,
-                                cache_dir=str(run.path("embedding-cache")))
-        top, _ = teacher.search([questions[corpus.ids[i]] for i in written], config.round_trip_k)
-        kept_rank = {i: int(list(row).index(i)) + 1 for i, row in zip(written, top) if i in row}
+    kept_rank = _round_trip(run, config, corpus, written, questions)
 
     rng = random.Random(f"{config.seed}-sentences")
     records, counts = [], {"question_written": len(written), "question_asked": len(asked)}

@@ -13,7 +13,7 @@ from dataclasses import fields
 from typing import Any
 
 from o1_embedder.options import HelpFormatter, add_dataclass_options, dataclass_from_args
-from o1_embedder.serving.settings import ServeSettings
+from o1_embedder.serving.settings import ServeCommand, ServeSettings
 
 __all__ = ["add_serve_command", "settings_from_args"]
 
@@ -25,29 +25,29 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
         description="Serve a model over HTTP with the OpenAI embeddings API (POST /v1/embeddings, GET /v1/models, "
                     "GET /health). Requests say input_type 'query' (thinks) or 'document'.",
         formatter_class=HelpFormatter)
-    parser.add_argument("model", help="o1-embedder model folder, or 'o1-embedder' for the embedded default")
-    overrides = {f.name: {"choices": f.metadata["choices"]} for f in fields(ServeSettings) if "choices" in f.metadata}
-    add_dataclass_options(parser, ServeSettings, overrides=overrides)
+    overrides = {f.name: {"choices": f.metadata["choices"]} for f in fields(ServeCommand) if "choices" in f.metadata}
+    add_dataclass_options(parser, ServeCommand, overrides=overrides)
     parser.set_defaults(func=_cmd_serve)
     return parser
 
 
-def settings_from_args(args: argparse.Namespace) -> ServeSettings:
-    """Settings from parsed options; an option with an ``env`` variable takes it when not given."""
+def settings_from_args(args: argparse.Namespace, cls: type[ServeSettings] = ServeSettings) -> ServeSettings:
+    """Settings (``cls``) from parsed options; an option with an ``env`` variable takes it when not given."""
     # A variable that is set counts even when empty: an empty key is refused as --api-key "" is, never read as
     # "no authentication".
     from_env = {f.name: os.environ[f.metadata["env"]] for f in fields(ServeSettings)
                 if f.metadata.get("env") and getattr(args, f.name, None) is None and f.metadata["env"] in os.environ}
-    return dataclass_from_args(ServeSettings, args, **from_env)
+    return dataclass_from_args(cls, args, **from_env)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
+    settings = settings_from_args(args, ServeCommand)
+    assert isinstance(settings, ServeCommand)
     try:
         from o1_embedder.serving.server import load_for_serving, serve
     except ModuleNotFoundError as err:
         raise ModuleNotFoundError(f"'o1-embedder serve' needs {err.name}: pip install 'o1-embedder[serve]'") from err
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    model, name = load_for_serving(args.model, settings)
+    model, name = load_for_serving(settings.model, settings)
     serve(model, settings, name)
     return 0

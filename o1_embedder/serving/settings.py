@@ -12,7 +12,7 @@ from typing import Any
 
 from o1_embedder.model.overrides import ThinkingOverrides
 
-__all__ = ["API_KEY_ENV", "INPUT_TYPES", "ServeSettings"]
+__all__ = ["API_KEY_ENV", "INPUT_TYPES", "ServeCommand", "ServeSettings"]
 
 API_KEY_ENV = "O1_EMBEDDER_API_KEY"
 INPUT_TYPES = ("document", "query")
@@ -114,3 +114,16 @@ def _check_number(name: str, value: Any, kind: type | tuple[type, ...], minimum:
         raise ValueError(f"setting {name!r} must be a finite number, got {value}")
     if value < minimum:
         raise ValueError(f"setting {name!r} must be >= {minimum}, got {value}")
+
+
+@dataclass(frozen=True)
+class ServeCommand(ServeSettings):
+    """``o1-embedder serve MODEL``: the settings plus the model to serve."""
+
+    model: str = _option(None, "o1-embedder model folder, or 'o1-embedder' for the embedded default",
+                         positional=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError(f"model is required (a model folder or 'o1-embedder'), got {self.model!r}")

@@ -308,13 +308,14 @@ def synthesize(records: Iterable[dict], backend: GenerationBackend, output: str 
         failures = JsonlWriter(report.failures_file, overwrite=True)
         try:
             pending = _not_done(stream, writer.done, report)
+            job = _Job(prompt, examples, writer, failures, report, settings, num_candidates, min_candidates,
+                       max_attempts, seed)
             bar = progress_bar(records, limit, "synth", show_progress_bar)
             while True:
                 chunk = list(itertools.islice(pending, chunk_size))
                 if not chunk:
                     break
-                _run_chunk(chunk, backend, prompt, examples, writer, failures, report, settings, num_candidates,
-                           min_candidates, max_attempts, seed)
+                _run_chunk(chunk, backend, job)
                 report.seconds = time.perf_counter() - started
                 if bar is not None:
                     bar.n = report.written + len(report.failed) + report.skipped
@@ -369,8 +370,27 @@ def _check_resume(writer: JsonlWriter, settings: dict) -> None:
                          f"them: use a new output file or --overwrite")
 
 
-def _run_chunk(chunk, backend, prompt, examples, writer, failures, report, settings, num_candidates, min_candidates,
-               max_attempts, seed) -> None:
+@dataclass
+class _Job:
+    """What every chunk of one :func:`synthesize` call shares: how to ask, where to write, what to count."""
+
+    prompt: ExplorationPrompt
+    examples: FewShotPool | None
+    writer: JsonlWriter
+    failures: JsonlWriter
+    report: SynthesisReport
+    settings: dict[str, Any]
+    num_candidates: int
+    min_candidates: int
+    max_attempts: int
+    seed: int
+
+
+def _run_chunk(chunk: list[dict], backend: GenerationBackend, job: _Job) -> None:
+    """Ask for the candidates of ``chunk`` over up to ``max_attempts`` rounds; write each record, or its failure."""
+    prompt, examples, writer, failures, report = job.prompt, job.examples, job.writer, job.failures, job.report
+    settings, num_candidates, min_candidates, seed = job.settings, job.num_candidates, job.min_candidates, job.seed
+    max_attempts = job.max_attempts
     got: list[list[str]] = [[] for _ in chunk]
     errors: dict[int, str] = {}
     attempts = [0] * len(chunk)

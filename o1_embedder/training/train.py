@@ -16,6 +16,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -113,24 +114,12 @@ def load_for_training(config: TrainConfig):
     return load_model(config.model, dtype="float32")
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train and save. Under ``torchrun`` every rank trains and rank 0 saves. Returns the folder and the logs."""
-    from sentence_transformers import SentenceTransformerTrainingArguments
-
-    from o1_embedder.model.loading import save_model
-    from o1_embedder.training.collator import JointCollator
-    from o1_embedder.training.data import load_training_data
-    from o1_embedder.training.guard import check_collapse, check_resume, probe
-    from o1_embedder.training.lora import add_lora, merge_lora, save_adapter
-    from o1_embedder.training.loss import CachedJointLoss, JointLoss
-    from o1_embedder.training.trainer import JointTrainer
+def _check_targets(config: TrainConfig) -> tuple[str | None, ...]:
+    """Before any work: the output folders can be written and hold none of the inputs. Returns the inputs read."""
+    from o1_embedder.model.loading import check_model_target
 
     if config.lora is False and config.adapter_output:
         raise ValueError("adapter_output needs LoRA training (lora=True)")
-    from transformers import set_seed
-
-    from o1_embedder.model.loading import check_model_target
-
     starts = (config.model if os.path.isdir(str(config.model)) else None,
               config.backbone if config.backbone and os.path.isdir(config.backbone) else None)
     read = starts + (config.data, config.eval_data)  # an input inside the output folder would be deleted with it
@@ -141,6 +130,67 @@ def train(config: TrainConfig) -> TrainResult:
         check_creatable(config.adapter_output, "adapter_output")
         if os.path.isfile(config.adapter_output):
             raise ValueError(f"adapter_output {config.adapter_output} is a file; name a folder")
+    return read
+
+
+def _training_arguments(config: TrainConfig) -> Any:
+    """Sentence-Transformers' training arguments of ``config`` (checkpoints beside the output folder)."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return SentenceTransformerTrainingArguments(
+        output_dir=checkpoint_folder(config.output), num_train_epochs=config.epochs,
+        max_steps=config.max_steps, learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, warmup_steps=config.warmup_ratio,
+        bf16=config.bf16,
+        seed=config.seed, logging_steps=config.logging_steps,
+        report_to=[] if config.report_to in ("", "none") else [r.strip() for r in config.report_to.split(",")],
+        eval_strategy="steps" if config.eval_data else "no", eval_steps=config.eval_steps,
+        save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
+        dataloader_drop_last=distributed, use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False if distributed else None,
+        **({"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
+           if config.gradient_checkpointing else {}),
+    )
+
+
+def _loss(model: Any, config: TrainConfig) -> Any:
+    """The joint loss of ``config`` (GradCache's when a mini-batch size is set)."""
+    from o1_embedder.training.loss import CachedJointLoss, JointLoss
+
+    weights = dict(temperature=config.temperature, contrastive_weight=config.contrastive_weight,
+                   generation_weight=config.generation_weight, distillation_weight=config.distillation_weight,
+                   teacher_temperature=config.teacher_temperature)
+    return (CachedJointLoss(model, mini_batch_size=config.cached_mini_batch_size, **weights)
+            if config.cached_mini_batch_size else JointLoss(model, **weights))
+
+
+def _save(model: Any, config: TrainConfig, read: tuple[str | None, ...], document_tokens: int | None) -> None:
+    """The adapter (if asked), then the merged model and its training settings."""
+    from o1_embedder.files import atomic_write_text
+    from o1_embedder.model.loading import save_model
+    from o1_embedder.training.lora import merge_lora, save_adapter
+
+    model.max_seq_length = document_tokens
+    if config.adapter_output:
+        save_adapter(model, config.adapter_output)
+    if config.lora:
+        merge_lora(model)
+    output = save_model(model, config.output, force=config.force, inputs=read)
+    atomic_write_text(Path(output) / "training_config.json", json.dumps(asdict(config), indent=2) + "\n")
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train and save. Under ``torchrun`` every rank trains and rank 0 saves. Returns the folder and the logs."""
+    from transformers import set_seed
+
+    from o1_embedder.training.collator import JointCollator
+    from o1_embedder.training.data import load_training_data
+    from o1_embedder.training.guard import check_collapse, check_resume, probe
+    from o1_embedder.training.lora import add_lora
+    from o1_embedder.training.trainer import JointTrainer
+
+    read = _check_targets(config)
     dataset = load_training_data(config.data, require_negatives=config.num_negatives > 0)
     evaluator = None
     if config.eval_data:  # validated before the model is loaded, like the training data
@@ -157,28 +207,9 @@ def train(config: TrainConfig) -> TrainResult:
         add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
     collator = JointCollator(module, num_negatives=config.num_negatives, thought_dropout=config.thought_dropout,
                              max_thought_tokens=config.max_thought_tokens, seed=config.seed)
-    weights = dict(temperature=config.temperature, contrastive_weight=config.contrastive_weight,
-                   generation_weight=config.generation_weight, distillation_weight=config.distillation_weight,
-                   teacher_temperature=config.teacher_temperature)
-    loss = (CachedJointLoss(model, mini_batch_size=config.cached_mini_batch_size, **weights)
-            if config.cached_mini_batch_size else JointLoss(model, **weights))
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    args = SentenceTransformerTrainingArguments(
-        output_dir=checkpoint_folder(config.output), num_train_epochs=config.epochs,
-        max_steps=config.max_steps, learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, warmup_steps=config.warmup_ratio,
-        bf16=config.bf16,
-        seed=config.seed, logging_steps=config.logging_steps,
-        report_to=[] if config.report_to in ("", "none") else [r.strip() for r in config.report_to.split(",")],
-        eval_strategy="steps" if config.eval_data else "no", eval_steps=config.eval_steps,
-        save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
-        dataloader_drop_last=distributed, use_cpu=not torch.cuda.is_available(),
-        ddp_find_unused_parameters=False if distributed else None,
-        **({"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
-           if config.gradient_checkpointing else {}),
-    )
-    trainer = JointTrainer(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator,
-                           evaluator=evaluator)
+    args = _training_arguments(config)
+    trainer = JointTrainer(model=model, args=args, train_dataset=dataset, loss=_loss(model, config),
+                           data_collator=collator, evaluator=evaluator)
     checkpoint = latest_checkpoint(args.output_dir) if config.resume else None
     if _rank() == 0:
         check_resume(config, args.output_dir, checkpoint)
@@ -191,22 +222,13 @@ def train(config: TrainConfig) -> TrainResult:
     trainer.train(resume_from_checkpoint=checkpoint)
     logger.info("rank %d finished training: %s", _rank(), trainer.state.log_history[-1])
     print(f"rank {_rank()} finished training after {trainer.state.global_step} steps", flush=True)
-    output = Path(config.output)
     check_collapse(before, probe(model, probe_texts), trainer.state.log_history, config.learning_rate,
                    str(config.output))
     if trainer.is_world_process_zero():
-        model.max_seq_length = saved_document_tokens
-        if config.adapter_output:
-            save_adapter(model, config.adapter_output)
-        if config.lora:
-            merge_lora(model)
-        save_model(model, output, force=config.force, inputs=read)
-        staging = output / ".training_config.json.tmp"
-        staging.write_text(json.dumps(asdict(config), indent=2) + "\n")
-        os.replace(staging, output / "training_config.json")
-    if distributed and torch.distributed.is_initialized():
+        _save(model, config, read, saved_document_tokens)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
-    return TrainResult(output, list(trainer.state.log_history))
+    return TrainResult(Path(config.output), list(trainer.state.log_history))
 
 
 def checkpoint_folder(output: str | os.PathLike) -> str:

@@ -44,6 +44,8 @@ class Option:
     on_command_line: bool = True
     flag_name: str | None = None
     changes_scores: bool = True
+    #: a switch spelled as its opposite on the command line (``do_sample`` is ``--greedy`` in every command)
+    inverse_flag: str | None = None
 
     @property
     def flag(self) -> str:
@@ -60,7 +62,12 @@ class Option:
 
     def add_flag(self, parser: ArgumentContainer) -> None:
         """Add this option's flag to ``parser``; an absent flag parses to ``None`` (keep the model's setting)."""
-        if self.kind is bool:
+        if self.inverse_flag:
+            parser.add_argument(f"--{self.inverse_flag}", dest=self.name, action="store_const", const=False,
+                                default=None, help=self.help)
+            parser.add_argument(f"--no-{self.inverse_flag}", dest=self.name, action="store_const", const=True,
+                                default=None, help=argparse.SUPPRESS)
+        elif self.kind is bool:
             parser.add_argument(self.flag, dest=self.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=self.help)
         else:
@@ -78,10 +85,17 @@ def _generation_options() -> tuple[Option, ...]:
     """One option per :class:`GenerationSettings` field, typed by its annotation, its default in the help."""
     hints = typing.get_type_hints(GenerationSettings)
     defaults = GenerationSettings()
-    return tuple(Option(field.name, _scalar_type(hints[field.name]),
-                        f"thought generation setting {field.name!r} (default: as saved in the model; "
-                        f"{getattr(defaults, field.name)!r} in a new one)")
-                 for field in dataclasses.fields(GenerationSettings))
+    options = [Option(field.name, _scalar_type(hints[field.name]),
+                      f"thought generation setting {field.name!r} (default: as saved in the model; "
+                      f"{getattr(defaults, field.name)!r} in a new one)")
+               for field in dataclasses.fields(GenerationSettings)]
+    return tuple(dataclasses.replace(o, inverse_flag="greedy", help=_GREEDY_HELP) if o.name == "do_sample" else o
+                 for o in options)
+
+
+#: ``--greedy`` means what it means in eval, serve and think
+_GREEDY_HELP = ("greedy decoding (do_sample=False), --no-greedy samples (default: as saved in the model; a new one "
+                "samples)")
 
 
 _GENERATION = _generation_options()
