@@ -177,6 +177,39 @@ def test_sampled_thoughts_do_not_depend_on_the_batch(tiny_model):
     assert module.think_and_embed(QUERIES)[1] != together
 
 
+@pytest.mark.parametrize("query_weight", [0.0, 0.3])
+def test_thinking_stream_gives_what_think_and_embed_gives(tiny_model, tmp_path, query_weight):
+    """Queries joining a running decode (one per step, some answered by the cache, some only in part) end with
+    think_and_embed's embeddings, and are stored in the cache as it stores them."""
+    from o1_embedder.generation.cache import ThoughtCache
+    from o1_embedder.model.thinking import cache_keys
+
+    module = tiny_model[0]
+    module.configure(query_weight=query_weight)
+    queries = [*QUERIES, "drag on a body", "flutter"]
+    expected, _ = module.think_and_embed(queries)
+    module.thought_cache = ThoughtCache(tmp_path / "other.sqlite")
+    module.think_and_embed(queries[1:2])
+    (first, _), = cache_keys(module, queries[1:2], 2)
+    one_sample = module.thought_cache.get_many([first])[first]
+    module.thought_cache = ThoughtCache(tmp_path / "t.sqlite")
+    module.think_and_embed(queries[:1])  # one query whole in the cache, one with one of its two thoughts
+    module.thought_cache.put_many([(first, queries[1], 0, one_sample)])
+    stream = module.thinking_stream()
+    got, waiting, joined = {}, list(range(len(queries))), 0
+    while waiting or stream.busy:
+        if waiting:
+            joined += stream.in_flight > 0
+            i = waiting.pop(0)
+            stream.add([queries[i]], module.builder.query_prompts([queries[i]]), [i])
+        got.update(stream.step())
+    assert joined >= 2
+    assert torch.allclose(torch.stack([got[i] for i in range(len(queries))]), expected, atol=1e-4)
+    again = module.cached_query_embeddings(queries)  # everything the stream made is in the cache
+    assert all(v is not None for v in again)
+    np.testing.assert_allclose(np.stack(again), expected.numpy(), atol=1e-4)
+
+
 def test_int8_mode_thinks_and_keeps_caches_apart(tiny_model, tmp_path):
     from o1_embedder import ThoughtCache
 

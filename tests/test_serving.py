@@ -97,17 +97,27 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def count_calls(module, *, before: Callable[[list[str]], None] | None = None) -> list[list[str]]:
-    """Wrap ``module.think_and_embed``: returns the list of the query batches it was called with."""
+    """Wrap the module's model calls for thinking queries (``think_and_embed``, and the ``add`` of the thinking
+    streams it makes): returns the list of the query batches they were called with."""
     calls: list[list[str]] = []
-    original = module.think_and_embed
 
-    def wrapped(queries, prompt_ids=None):
-        calls.append(list(queries))
-        if before is not None:
-            before(list(queries))
-        return original(queries, prompt_ids)
+    def counted(call):
+        def wrapped(queries, *args):
+            calls.append(list(queries))
+            if before is not None:
+                before(list(queries))
+            return call(queries, *args)
+        return wrapped
 
-    module.think_and_embed = wrapped
+    module.think_and_embed = counted(module.think_and_embed)
+    make_stream = module.thinking_stream
+
+    def thinking_stream():
+        stream = make_stream()
+        stream.add = counted(stream.add)
+        return stream
+
+    module.thinking_stream = thinking_stream
     return calls
 
 
@@ -246,13 +256,14 @@ def test_api_key(tiny_backbone):
 
 
 # ----------------------------------------------------------------------------------------------- batching
-def test_concurrent_requests_share_model_calls(tiny_backbone):
+@pytest.mark.parametrize("continuous", [True, False])
+def test_concurrent_requests_share_model_calls(tiny_backbone, continuous):
     model = make_model(tiny_backbone)
     module = model[0]
     calls = count_calls(module)
     queries = [f"{q} number {i}" for i, q in enumerate(["boundary layer", "heat transfer", "wing pressure",
                                                          "shock wave", "flutter", "drag", "lift", "skin friction"])]
-    settings = ServeSettings(batch_window_ms=300, max_batch=32, **LIMITS)
+    settings = ServeSettings(batch_window_ms=300, max_batch=32, continuous_batching=continuous, **LIMITS)
     with BackgroundServer(model, settings, name=NAME) as server:
         c = client(server)
         results = in_threads([lambda q=q: c.embeddings.create(model=NAME, input=q, encoding_format="float",
@@ -267,6 +278,44 @@ def test_concurrent_requests_share_model_calls(tiny_backbone):
     for query, result in zip(queries, results):  # batched with others, the same vector as alone
         np.testing.assert_allclose(vectors(result)[0], model.encode_query([query])[0], atol=TOLERANCE)
     np.testing.assert_allclose(np.concatenate([vectors(r) for r in documents]), model.encode_document(DOCUMENTS),
+                               atol=TOLERANCE)
+
+
+def test_a_query_arriving_during_a_decode_joins_it(tiny_backbone):
+    """Continuous batching: a query sent while another decodes starts at the next step, not after that decode."""
+    model = make_model(tiny_backbone)
+    module = model[0]
+    holder: dict[str, Any] = {}
+    make_stream = module.thinking_stream
+
+    def thinking_stream():
+        stream = make_stream()
+        step = stream.step
+
+        def first_step_waits_for_the_late_query():
+            if not holder.get("waited"):
+                holder["waited"] = True
+                deadline = time.monotonic() + 10
+                while holder["server"].service.batcher.queued == 0 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            return step()
+
+        stream.step = first_step_waits_for_the_late_query
+        return stream
+
+    module.thinking_stream = thinking_stream
+    with BackgroundServer(model, ServeSettings(batch_window_ms=1, **LIMITS), name=NAME) as server:
+        holder["server"] = server
+        c = client(server)
+        ask = {"model": NAME, "encoding_format": "float", "extra_body": {"input_type": "query"}}
+        first, late = in_threads([lambda: c.embeddings.create(input="boundary layer transition", **ask),
+                                  lambda: (wait_until(lambda: holder.get("waited")),
+                                           c.embeddings.create(input="heat transfer", **ask))[1]])
+        stats = server.service.health()["stats"]
+    assert not isinstance(first, Exception) and not isinstance(late, Exception), (first, late)
+    assert stats["joined_running_decode"] == 1 and stats["think_batches"] == 2
+    np.testing.assert_allclose(vectors(late)[0], model.encode_query(["heat transfer"])[0], atol=TOLERANCE)
+    np.testing.assert_allclose(vectors(first)[0], model.encode_query(["boundary layer transition"])[0],
                                atol=TOLERANCE)
 
 
@@ -312,7 +361,7 @@ def test_failing_batch_fails_only_its_requests(tiny_backbone):
 
 def test_a_broken_model_thread_fails_its_requests_and_turns_health_red(tiny_backbone):
     with BackgroundServer(make_model(tiny_backbone), ServeSettings(**LIMITS), name=NAME) as server:
-        def broken():
+        def broken(*_):
             raise RuntimeError("simulated scheduler bug")
 
         server.service.batcher._take = broken  # the thread's own loop fails, outside any batch

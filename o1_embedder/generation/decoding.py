@@ -206,9 +206,10 @@ class _Decoding:
             self.cache, self.mask, self.hidden, self.slots = cache, mask, hidden, _Slots.empty()
             return 0
         width = max(self.mask.shape[1], mask.shape[1])
+        kinds = {type(layer) for layer in (*self.cache.layers, *cache.layers)}
+        if kinds != {DynamicLayer}:  # checked before any change: a refused merge leaves the running decode whole
+            raise NotImplementedError(f"rows cannot join a running cache of {sorted(k.__name__ for k in kinds)}")
         for old, new in zip(self.cache.layers, cache.layers):
-            if type(old) is not DynamicLayer or type(new) is not DynamicLayer:
-                raise NotImplementedError(f"rows cannot join a running {type(old).__name__} cache")
             old.keys, old.values = (torch.cat([_left_pad_seq(a, width), _left_pad_seq(b, width)], dim=0)
                                     for a, b in ((old.keys, new.keys), (old.values, new.values)))
         first = self.mask.shape[0]

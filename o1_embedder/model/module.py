@@ -388,6 +388,10 @@ class O1Embedder(InputModule):
         embeddings, else ``None``; runs no model (:func:`o1_embedder.model.thinking.cached_query_embeddings`)."""
         return thinking.cached_query_embeddings(self, queries)
 
+    def thinking_stream(self) -> thinking.ThinkingStream:
+        """Queries that join and leave a running decode (continuous batching): see :class:`ThinkingStream`."""
+        return thinking.ThinkingStream(self)
+
     def think_and_embed(self, queries: list[str], prompt_ids: list[list[int]] | None = None
                         ) -> tuple[torch.Tensor, list[list[str]]]:
         """Embed queries with thinking. Returns ``(embeddings (n, hidden), thoughts [n][K])``.

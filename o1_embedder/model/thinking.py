@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from o1_embedder.generation.cache import CachedThought, ThoughtCache, thought_key
+from o1_embedder.generation.decoding import DecodeStream
 from o1_embedder.generation.settings import row_seed
 from o1_embedder.model.encoding import embed_sequences
 from o1_embedder.model.encoding import think_and_embed as decode_and_embed
@@ -31,7 +32,8 @@ from o1_embedder.model.formats import validate_texts
 if TYPE_CHECKING:
     from o1_embedder.model.module import O1Embedder
 
-__all__ = ["ThinkingBatch", "blend", "cache_keys", "cached_query_embeddings", "own_keys", "think_and_embed"]
+__all__ = ["ThinkingBatch", "ThinkingStream", "blend", "cache_keys", "cached_query_embeddings", "own_keys",
+           "think_and_embed"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,23 +97,27 @@ class ThinkingBatch:
                                   CachedThought("", [], self.plain[i].cpu().numpy())) for i in indices])
 
 
-@torch.no_grad()
-def think_and_embed(module: O1Embedder, queries: list[str], prompt_ids: list[list[int]] | None = None
-                    ) -> tuple[torch.Tensor, list[list[str]]]:
-    """Embed queries with thinking: ``(embeddings (n, hidden), thoughts [n][K])`` (see the module docstring)."""
+def _new_batch(module: O1Embedder, queries: list[str], prompt_ids: list[list[int]] | None) -> ThinkingBatch:
     queries = validate_texts(queries, "queries")
-    settings = module.generation_settings
-    samples = module.num_thoughts if settings.do_sample else 1
+    samples = module.num_thoughts if module.generation_settings.do_sample else 1
     hidden = module.get_embedding_dimension()
     device = module.model.device
     cache = module.thought_cache
-    batch = ThinkingBatch(
+    return ThinkingBatch(
         queries=queries, prompt_ids=prompt_ids if prompt_ids is not None else module.builder.query_prompts(queries),
         samples=samples, vectors=torch.zeros(len(queries), samples, hidden, device=device),
         thoughts=[[""] * samples for _ in queries], cache=cache,
         keys=cache_keys(module, queries, samples) if cache is not None else None,
         own_keys=own_keys(module, queries) if cache is not None and module.query_weight > 0 else None,
         plain=torch.zeros(len(queries), hidden, device=device) if module.query_weight > 0 else None)
+
+
+@torch.no_grad()
+def think_and_embed(module: O1Embedder, queries: list[str], prompt_ids: list[list[int]] | None = None
+                    ) -> tuple[torch.Tensor, list[list[str]]]:
+    """Embed queries with thinking: ``(embeddings (n, hidden), thoughts [n][K])`` (see the module docstring)."""
+    batch = _new_batch(module, queries, prompt_ids)
+    queries, samples = batch.queries, batch.samples
     misses = _from_cache(module, batch)
     _generate(module, batch, misses)
     if batch.plain is not None:
@@ -276,3 +282,88 @@ def cached_query_embeddings(module: O1Embedder, queries: list[str]) -> list[np.n
             vectors, plain = vectors[:-1], vectors[-1:]
         out.append(blend(vectors[None], plain, module.query_weight)[0].numpy())
     return out
+
+
+class ThinkingStream:
+    """Thinking queries that join a running decode and leave it as they finish (continuous batching, for the
+    server). :meth:`add` takes queries with a label each; :meth:`step` runs one decoding step and returns the
+    ``(label, embedding)`` of the queries finished since the last call. A query gets what :func:`think_and_embed`
+    gives it: the same cache lookups and stores, thoughts, own embedding and blend (tested)."""
+
+    def __init__(self, module: O1Embedder):
+        if module.thought_writer is not None:
+            raise ValueError("thoughts from a generation server are written a batch at a time")
+        self.module = module
+        self.decoding = DecodeStream(module.model, settings=module.generation_settings,
+                                     pad_id=module.tokenizer.pad_token_id, eos_ids=[module.builder.eos_id],
+                                     suppress_ids=module.special_token_ids, emb_id=module.builder.emb_id)
+        self._rows: dict[int, tuple[ThinkingBatch, int, int]] = {}   # decode row -> (batch, query, sample)
+        self._left: dict[tuple[int, int], int] = {}                  # (batch id, query) -> rows still decoding
+        self._labels: dict[tuple[int, int], object] = {}
+        self._ready: list[tuple[object, torch.Tensor]] = []
+
+    @property
+    def busy(self) -> bool:
+        """Queries are waiting for their thoughts (or finished ones wait to be collected)."""
+        return bool(self._left) or bool(self._ready)
+
+    @property
+    def in_flight(self) -> int:
+        """Queries whose thoughts are still decoding."""
+        return len(self._left)
+
+    @torch.no_grad()
+    def add(self, queries: list[str], prompt_ids: list[list[int]], labels: list[object]) -> None:
+        """Start ``queries``; those the thought cache answers whole are ready at the next :meth:`step`."""
+        module = self.module
+        batch = _new_batch(module, queries, prompt_ids)
+        misses = _from_cache(module, batch)
+        waiting = {i for i, _ in misses}
+        known = [i for i in range(len(queries)) if i not in waiting]
+        if batch.plain is not None:
+            _embed_plain(module, batch, [i for i in known if i not in batch.plain_known])
+        for i in known:
+            self._ready.append((labels[i], self._blend(batch, i)))
+        if not misses:
+            return
+        settings = module.generation_settings
+        rows = self.decoding.add([batch.prompt_ids[i] for i, _ in misses],
+                                 [row_seed(settings.seed, batch.queries[i], str(k)) for i, k in misses],
+                                 prompt_embeddings=batch.plain is not None)
+        for row, (i, k) in zip(rows, misses):
+            self._rows[row] = (batch, i, k)
+            self._left[id(batch), i] = self._left.get((id(batch), i), 0) + 1
+            self._labels[id(batch), i] = labels[i]
+        module.stats["generate_calls"] += 1
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[object, torch.Tensor]]:
+        """One decoding step; the queries finished since the last call, with their embeddings."""
+        ready, self._ready = self._ready, []
+        if not self.decoding.busy:
+            return ready
+        before = self.decoding.generated_tokens
+        done = self.decoding.step()
+        self.module.stats["generated_tokens"] += self.decoding.generated_tokens - before
+        outputs = [self.decoding.take(row) for row in done]
+        texts = self.module.tokenizer.batch_decode([out[0] for out in outputs], skip_special_tokens=True)
+        for row, (tokens, _, embedding, plain), text in zip(done, outputs, texts):
+            batch, i, k = self._rows.pop(row)
+            assert embedding is not None  # the stream always reads <emb>
+            batch.vectors[i, k], batch.thoughts[i][k] = embedding, text
+            if batch.plain is not None and plain is not None and i not in batch.plain_known:
+                batch.plain[i] = plain
+                batch.plain_known.add(i)
+                batch.store_plain([i])
+            batch.store([(i, k)], [text], [tokens], embedding.cpu().numpy()[None])
+            self.module.stats["thoughts_generated"] += 1
+            key = (id(batch), i)
+            self._left[key] -= 1
+            if self._left[key] == 0:
+                del self._left[key]
+                ready.append((self._labels.pop(key), self._blend(batch, i)))
+        return ready
+
+    def _blend(self, batch: ThinkingBatch, i: int) -> torch.Tensor:
+        plain = batch.plain[i:i + 1] if batch.plain is not None else None
+        return blend(batch.vectors[i:i + 1], plain, self.module.query_weight)[0]

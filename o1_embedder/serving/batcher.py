@@ -6,6 +6,12 @@ then takes up to ``max_batch`` texts, one per job in turn (a request of 2,000 do
 request of one query), and runs each kind of work (thinking queries; documents and queries without a thought)
 in one model call. Concurrent clients' queries so share decoding steps.
 
+With continuous batching (the default), thinking queries go into a running decode
+(:class:`~o1_embedder.model.thinking.ThinkingStream`) instead: between two decoding steps the model thread takes
+what waits (up to ``max_batch`` queries decoding at once; documents are embedded there and then), and each query
+is answered at the step its thoughts end. A query that arrives during a long batch so starts at the next step
+instead of after the batch.
+
 Results reach the asyncio loop through ``call_soon_threadsafe``: the loop never blocks on the model. A batch
 that raises fails only the jobs that had texts in it. Every job ends exactly once: with its vectors, with an
 error, or cancelled by its request (timeout, client gone), after which its remaining texts are skipped.
@@ -22,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from o1_embedder.model.thinking import ThinkingStream
 from o1_embedder.serving.runner import THINK, ModelRunner, Prepared
 
 __all__ = ["BatchFailed", "Batcher", "Job", "QueueFull", "ShuttingDown"]
@@ -69,8 +76,11 @@ class Job:
 class Batcher:
     """The queue of jobs and the one thread that runs the model on them."""
 
-    def __init__(self, runner: ModelRunner, *, window_s: float, max_batch: int, max_queued: int):
+    def __init__(self, runner: ModelRunner, *, window_s: float, max_batch: int, max_queued: int,
+                 continuous: bool = True):
         self._runner = runner
+        self._continuous = continuous
+        self._streamed: dict[Job, int] = {}    # jobs with texts in the running decode -> how many (model thread)
         self._window_s = window_s
         self._max_batch = max_batch
         self._max_queued = max_queued
@@ -84,7 +94,7 @@ class Batcher:
         #: why the model thread stopped, when it broke (the server then refuses work and /health says so)
         self.broken: str | None = None
         self.stats = {"batches": 0, "think_batches": 0, "embed_batches": 0, "failed_batches": 0, "texts_run": 0,
-                      "largest_batch": 0}
+                      "largest_batch": 0, "decode_steps": 0, "joined_running_decode": 0}
 
     # ------------------------------------------------------------------------------ asyncio side
     def start(self) -> None:
@@ -171,19 +181,31 @@ class Batcher:
     # ---------------------------------------------------------------------------- model thread
     def _work(self) -> None:
         try:
+            stream = self._runner.stream() if self._continuous else None
             while True:
-                batch = self._collect()
-                if batch is None:
-                    return
+                if stream is not None and stream.busy:  # a step boundary: take what waits, without waiting
+                    with self._cond:
+                        batch = self._take(self._max_batch - stream.in_flight)
+                else:
+                    collected = self._collect(self._max_batch)
+                    if collected is None:
+                        return
+                    batch = collected
                 for kind in {job.prepared.kind: None for job, _ in batch}:
-                    self._run(kind, [(job, i) for job, i in batch if job.prepared.kind == kind])
+                    items = [(job, i) for job, i in batch if job.prepared.kind == kind]
+                    if kind == THINK and stream is not None:
+                        stream = self._admit(stream, items)
+                    else:
+                        self._run(kind, items)
+                if stream is not None and stream.busy:
+                    stream = self._advance(stream)
         except BaseException as err:  # the model thread itself broke (a batch's own errors are handled in _run)
             logger.error("the model thread stopped", exc_info=err)
             self.broken = f"the model thread stopped: {type(err).__name__}: {err}"
             self.refuse_new()
             self.fail_pending(BatchFailed(self.broken))
 
-    def _collect(self) -> list[tuple[Job, int]] | None:
+    def _collect(self, think_room: int) -> list[tuple[Job, int]] | None:
         """Wait for a batch: up to ``max_batch`` texts once the oldest has waited ``window_s``; ``None``: stop."""
         with self._cond:
             while True:
@@ -195,21 +217,30 @@ class Batcher:
                     continue
                 wait = min(job.arrival for job in self._jobs) + self._window_s - time.monotonic()
                 if wait <= 0 or self._queued >= self._max_batch or self._stopping:
-                    return self._take()
+                    return self._take(think_room)
                 self._cond.wait(wait)
 
-    def _take(self) -> list[tuple[Job, int]]:
-        """Up to ``max_batch`` texts, one per job in turn (round robin), so large requests do not starve small."""
+    def _take(self, think_room: int) -> list[tuple[Job, int]]:
+        """Up to ``max_batch`` texts, at most ``think_room`` of them thinking queries, one per job in turn (round
+        robin), so large requests do not starve small. Call with ``_cond`` held."""
         batch: list[tuple[Job, int]] = []
+        full: deque[Job] = deque()  # thinking jobs left for the next turn: no room in the decode
+        thinking = 0
         while self._jobs and len(batch) < self._max_batch:
             job = self._jobs.popleft()
             if job.settled or not job.unscheduled:
                 continue
+            if job.prepared.kind == THINK:
+                if thinking >= think_room:
+                    full.append(job)
+                    continue
+                thinking += 1
             batch.append((job, job.todo[job.scheduled]))
             job.scheduled += 1
             self._queued -= 1
             if job.unscheduled:
                 self._jobs.append(job)
+        self._jobs.extendleft(reversed(full))
         return batch
 
     def _run(self, kind: str, items: list[tuple[Job, int]]) -> None:
@@ -241,6 +272,73 @@ class Batcher:
             job.remaining -= 1
             if job.remaining == 0:
                 self._settle(job, vectors=list(job.prepared.vectors))
+
+
+    def _admit(self, stream: ThinkingStream, items: list[tuple[Job, int]]) -> ThinkingStream:
+        """Start ``items`` (thinking queries) in the running decode; if that fails, fail their jobs."""
+        items = [(job, i) for job, i in items if not job.settled]
+        if not items:
+            return stream
+        texts, prompts, labels = _unique(items)
+        if stream.in_flight:
+            self.stats["joined_running_decode"] += len(items)
+        try:
+            stream.add(texts, prompts, labels)
+        except Exception as err:  # noqa: BLE001 - a failed start is the failure of these texts alone
+            logger.exception("starting %d thinking queries failed", len(items))
+            self._fail(dict.fromkeys(job for job, _ in items), err)
+            return stream  # a failed start leaves the running decode as it was
+        for job, _ in items:
+            self._streamed[job] = self._streamed.get(job, 0) + 1
+        self.stats["batches"] += 1
+        self.stats["think_batches"] += 1
+        self.stats["texts_run"] += len(items)
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], stream.in_flight)
+        return stream
+
+    def _advance(self, stream: ThinkingStream) -> ThinkingStream:
+        """One decoding step; answer the queries it finished. A failing step fails every job in the decode and
+        starts a new one."""
+        try:
+            finished = stream.step()
+        except Exception as err:  # noqa: BLE001 - the decode's failure is that of the jobs in it alone
+            logger.exception("a decoding step failed with %d jobs in it", len(self._streamed))
+            self._fail(list(self._streamed), err)
+            self._streamed.clear()
+            return self._runner.stream() or stream
+        self.stats["decode_steps"] += 1
+        for label, vector in finished:
+            self._deliver(label, vector.float().cpu().numpy())
+        return stream
+
+    def _deliver(self, items: object, vector: np.ndarray) -> None:
+        """A finished query's vector to every (job, text) that asked for it."""
+        for job, i in items:  # type: ignore[attr-defined]
+            left = self._streamed.get(job, 0) - 1
+            if left > 0:
+                self._streamed[job] = left
+            else:
+                self._streamed.pop(job, None)
+            if job.settled:
+                continue
+            job.prepared.vectors[i] = vector
+            job.remaining -= 1
+            if job.remaining == 0:
+                self._settle(job, vectors=list(job.prepared.vectors))
+
+    def _fail(self, jobs, err: Exception) -> None:
+        self.stats["failed_batches"] += 1
+        for job in jobs:
+            self._settle(job, error=BatchFailed(f"{type(err).__name__} in the model call for this batch", err))
+
+
+def _unique(items: list[tuple[Job, int]]) -> tuple[list[str], list[list[int]], list[list[tuple[Job, int]]]]:
+    """The distinct texts of ``items``, their payloads, and the items of each (a repeated text is computed once)."""
+    groups: dict[str, list[tuple[Job, int]]] = {}
+    for job, i in items:
+        groups.setdefault(job.prepared.texts[i], []).append((job, i))
+    first = [group[0] for group in groups.values()]
+    return list(groups), [job.prepared.payloads[i] for job, i in first], list(groups.values())
 
 
 def _resolve(future: asyncio.Future, vectors: list[np.ndarray] | None, error: Exception | None) -> None:

@@ -19,6 +19,7 @@ import torch
 from o1_embedder.model.encoding import embed_sequences
 from o1_embedder.model.formats import PromptFormat, SequenceBuilder
 from o1_embedder.model.module import O1Embedder
+from o1_embedder.model.thinking import ThinkingStream
 
 __all__ = ["EMBED", "THINK", "ModelRunner", "Prepared"]
 
@@ -88,6 +89,11 @@ class ModelRunner:
         return self.module.cached_query_embeddings(queries)
 
     # ------------------------------------------------------------------------------- model thread
+    def stream(self) -> ThinkingStream | None:
+        """Thinking queries that join a running decode, or ``None`` where thoughts come a batch at a time (from a
+        generation server)."""
+        return None if self.module.thought_writer is not None else self.module.thinking_stream()
+
     @torch.no_grad()
     def think(self, texts: list[str], prompts: list[list[int]]) -> np.ndarray:
         """Think-then-embed a batch of queries in one module call; repeated texts are computed once."""

@@ -48,7 +48,7 @@ class EmbeddingService:
         self.created = int(time.time())
         self.runner = ModelRunner(module)
         self.batcher = Batcher(self.runner, window_s=settings.batch_window_s, max_batch=settings.max_batch,
-                               max_queued=settings.max_queued)
+                               max_queued=settings.max_queued, continuous=settings.continuous_batching)
         self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="o1-embedder-prep")
         self.closing = False
         self.stats = {"requests": 0, "texts": 0, "cache_hits": 0, "refused": 0, "timeouts": 0, "failed": 0,

@@ -35,7 +35,11 @@ class ServeSettings(ThinkingOverrides):
     served_model_name: str | None = _option(None, "the name clients send as 'model' (default: the MODEL argument's "
                                                   "folder name)")
     batch_window_ms: float = _option(10.0, "how long the first waiting text waits for others to join its batch")
-    max_batch: int = _option(32, "texts per model call (generation and embedding batches alike)")
+    max_batch: int = _option(32, "texts per model call (embedding batches), queries decoding together (thinking)")
+    continuous_batching: bool = _option(True, "thinking queries join the running decode at its next step and leave "
+                                              "it as they finish",
+                                        no_help="decode thinking queries a batch at a time (a query that arrives "
+                                                "during a batch waits for its end)")
     max_inputs: int = _option(2048, "inputs per request (OpenAI's own limit, so clients that chunk for it work)")
     max_input_chars: int = _option(32768, "characters per input (texts are also truncated to the model's token "
                                           "limits)")
