@@ -3,11 +3,16 @@
     python benchmarks/serve_load.py [--model o1-embedder] [--clients 8] [--requests 32] [--max-new-tokens 32]
                                     [--input-type query] [--inputs-per-request 1] [--max-seconds 300]
                                     [--device cpu] [--batch-window-ms 10] [--max-batch 32]
+                                    [--late-requests 8] [--no-continuous-batching]
 
 Starts the server as its own process on 127.0.0.1 (``o1-embedder serve``; greedy decoding, K=1, the thought
 cache off), waits for ``/health``, then sends ``--requests`` requests one at a time and ``--requests`` more from
 ``--clients`` concurrent clients (official ``openai`` client, no retries). Every request carries distinct query
 texts (first Cranfield queries, numbered when more are needed), so neither phase reuses the other's work.
+While the concurrent phase runs, one more client sends ``--late-requests`` single queries one after another
+(each sent once the server has been busy for a moment): their p50/p99 latency against the one-at-a-time phase's
+says how long a query that arrives during a busy decode waits (with continuous batching it joins at the next
+step; ``--no-continuous-batching`` runs the server batch at a time, for comparison).
 Each phase stops sending at ``--max-seconds``. Prints, per phase: requests/s, p50/p99 latency, failed requests
 (an error answer) and lost ones (no answer at all: both must be zero), the server's texts per model call, and at
 the end the throughput ratio and the server's peak memory (as its ``/health`` reports it). Ratios only: machines
@@ -78,6 +83,8 @@ def start_server(args: argparse.Namespace, port: int, log) -> subprocess.Popen:
                "--greedy", "--num-thoughts", "1", "--max-new-tokens", str(args.max_new_tokens),
                "--thought-cache", "off", "--batch-window-ms", str(args.batch_window_ms),
                "--max-batch", str(args.max_batch), "--served-model-name", "bench", "--log-level", "warning"]
+    if not args.continuous_batching:
+        command.append("--no-continuous-batching")
     if args.device:
         command += ["--device", args.device]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -105,6 +112,24 @@ def request_texts(count: int, per_request: int, offset: int) -> list[list[str]]:
     return [texts[i * per_request:(i + 1) * per_request] for i in range(count)]
 
 
+async def send(phase: Phase, client: openai.AsyncOpenAI, texts: list[str], input_type: str) -> None:
+    """One request; its latency, or a failed (error answer) or lost (no answer) count."""
+    started = time.perf_counter()
+    try:
+        response = await client.embeddings.create(model="bench", input=texts, encoding_format="base64",
+                                                  extra_body={"input_type": input_type})
+    except openai.APIStatusError:
+        phase.failed += 1
+        return
+    except openai.APIError:  # connection lost or timed out: no answer at all
+        phase.lost += 1
+        return
+    if len(response.data) != len(texts):
+        phase.lost += 1
+        return
+    phase.latencies.append(time.perf_counter() - started)
+
+
 async def run_phase(phase: Phase, client: openai.AsyncOpenAI, requests: list[list[str]], input_type: str,
                     deadline: float) -> None:
     """``phase.clients`` workers take requests from one list until it is empty or the deadline passes."""
@@ -116,21 +141,7 @@ async def run_phase(phase: Phase, client: openai.AsyncOpenAI, requests: list[lis
                 phase.not_sent += len(pending)
                 pending.clear()
                 return
-            texts = pending.pop()
-            started = time.perf_counter()
-            try:
-                response = await client.embeddings.create(model="bench", input=texts, encoding_format="base64",
-                                                          extra_body={"input_type": input_type})
-            except openai.APIStatusError:
-                phase.failed += 1
-                continue
-            except openai.APIError:  # connection lost or timed out: no answer at all
-                phase.lost += 1
-                continue
-            if len(response.data) != len(texts):
-                phase.lost += 1
-                continue
-            phase.latencies.append(time.perf_counter() - started)
+            await send(phase, client, pending.pop(), input_type)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(phase.clients)))
@@ -148,16 +159,36 @@ async def measure(phase: Phase, base: str, client: openai.AsyncOpenAI, requests:
     return phase
 
 
+async def late_arrivals(phase: Phase, client: openai.AsyncOpenAI, requests: list[list[str]], input_type: str,
+                        lone: Phase, busy: asyncio.Task) -> None:
+    """Single queries sent one after another while ``busy`` (the concurrent phase) runs: the first after twice a
+    lone query's latency (the decode is full by then), each next one when the previous is answered."""
+    await asyncio.sleep(2 * (lone.percentile(0.5) / 1000 if lone.latencies else 1.0))
+    for position, texts in enumerate(requests):
+        if busy.done():  # only arrivals at a busy server count
+            phase.not_sent += len(requests) - position
+            return
+        started = time.perf_counter()
+        await send(phase, client, texts, input_type)
+        phase.seconds += time.perf_counter() - started
+
+
 async def benchmark(args: argparse.Namespace, base: str) -> tuple[list[Phase], dict]:
     """Warm-up, then the one-at-a-time phase and the concurrent phase on distinct texts; the server's peak memory."""
     client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=600)
-    texts = request_texts(2 * args.requests + 2, args.inputs_per_request, 0)
+    texts = request_texts(2 * args.requests + 2 + args.late_requests, args.inputs_per_request, 0)
     warm_up = Phase("warm-up", 1)
     await run_phase(warm_up, client, texts[:2], args.input_type, time.monotonic() + 600)
-    phases = [await measure(Phase("one at a time", 1), base, client, texts[2:2 + args.requests], args.input_type,
-                            args.max_seconds),
-              await measure(Phase("concurrent", args.clients), base, client, texts[2 + args.requests:],
-                            args.input_type, args.max_seconds)]
+    one = await measure(Phase("one at a time", 1), base, client, texts[2:2 + args.requests], args.input_type,
+                        args.max_seconds)
+    late = Phase("late arrivals (during concurrent)", 1)
+    late_texts = texts[2 + 2 * args.requests:]
+    busy = asyncio.create_task(measure(Phase("concurrent", args.clients), base, client,
+                                       texts[2 + args.requests:2 + 2 * args.requests], args.input_type,
+                                       args.max_seconds))
+    await late_arrivals(late, client, late_texts, args.input_type, one, busy)
+    concurrent = await busy
+    phases = [one, concurrent, late]
     phases[0].failed += warm_up.failed
     phases[0].lost += warm_up.lost
     await client.close()
@@ -173,10 +204,14 @@ def report(phases: list[Phase], memory: dict) -> None:
         print(f"| {p.name} | {p.clients} | {len(p.latencies)} | {p.seconds:.1f} | {p.rate:.2f} | "
               f"{p.percentile(0.5):.0f} | {p.percentile(0.99):.0f} | {p.failed} | {p.lost} | {p.not_sent} | "
               f"{per_call:.1f} |")
-    one, many = phases
+    one, many, late = phases
     if one.rate:
         print(f"\nconcurrent / one-at-a-time throughput: {many.rate / one.rate:.2f}x; "
               f"p50 latency ratio: {many.percentile(0.5) / one.percentile(0.5):.2f}x")
+    if late.latencies and one.latencies:
+        lone = one.percentile(0.5)
+        print(f"late arrivals during the concurrent phase / a lone query's p50 latency: "
+              f"p50 {late.percentile(0.5) / lone:.2f}x, p99 {late.percentile(0.99) / lone:.2f}x")
     print(f"failed + lost requests: {sum(p.failed + p.lost for p in phases)} (must be 0)")
     print("server peak memory: " + ", ".join(f"{k} {v}" for k, v in memory.items()))
 
@@ -193,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-window-ms", type=float, default=10.0)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--device", help="torch device for the server (default: as loaded)")
+    parser.add_argument("--late-requests", type=int, default=8,
+                        help="single queries sent one after another during the concurrent phase")
+    parser.add_argument("--no-continuous-batching", dest="continuous_batching", action="store_false",
+                        help="run the server batch at a time (for comparison)")
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 256 or not 1 <= args.requests <= 10_000:
@@ -204,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(args, port, log)
         try:
             wait_ready(server, base, args.startup_timeout)
-            print(f"model: {args.model}  greedy K=1  max_new_tokens={args.max_new_tokens}  "
+            mode = "continuous batching" if args.continuous_batching else "batch at a time"
+            print(f"model: {args.model}  greedy K=1  {mode}  max_new_tokens={args.max_new_tokens}  "
                   f"input_type={args.input_type}  inputs/request={args.inputs_per_request}  "
                   f"requests/phase={args.requests}  clients={args.clients}")
             phases, memory = asyncio.run(benchmark(args, base))
