@@ -183,6 +183,8 @@ class Batcher:
         try:
             stream = self._runner.stream() if self._continuous else None
             while True:
+                if self._stopping and not self._live:  # closed: what is left in a running decode has no reader
+                    return
                 if stream is not None and stream.busy:  # a step boundary: take what waits, without waiting
                     with self._cond:
                         batch = self._take(self._max_batch - stream.in_flight)
