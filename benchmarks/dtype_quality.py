@@ -1,6 +1,6 @@
 """Does the automatic bfloat16 mode keep the embedded default's quality? nDCG@10 float32 vs automatic, paired.
 
-    python benchmarks/dtype_quality.py [--dev runs/recipe-dev/dev] [--out runs/dtype-quality]
+    python benchmarks/dtype_quality.py [--dev runs/recipe-dev/dev] [--out runs/dtype-quality] [--no-cranfield]
 
 Scores the embedded default (its shipped settings: greedy, one thought of up to 32 tokens, query weight 0.5,
 documents up to 512 tokens) with float32 weights and in the automatic mode (bfloat16 where the CPU has AMX or
@@ -30,8 +30,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dev", default="runs/recipe-dev/dev", help="the recipe's dev collection (BEIR folder)")
     parser.add_argument("--out", default="runs/dtype-quality")
+    parser.add_argument("--no-cranfield", action="store_true", help="the dev collection only")
     args = parser.parse_args(argv)
-    collections = [load_cranfield()]
+    collections = [] if args.no_cranfield else [load_cranfield()]
     if Path(args.dev).is_dir():
         collections.append(load_beir(args.dev, name="wikipedia-dev"))
     else:
