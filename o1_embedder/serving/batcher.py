@@ -24,7 +24,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -261,9 +263,7 @@ class Batcher:
                 logger.warning("%s batch of %d texts failed: %s", kind, len(items), err)
             else:
                 logger.exception("model call failed for a %s batch of %d texts", kind, len(items))
-            self.stats["failed_batches"] += 1
-            for job in dict.fromkeys(job for job, _ in items):
-                self._settle(job, error=BatchFailed(f"{type(err).__name__} in the model call for this batch", err))
+            self._fail(dict.fromkeys(job for job, _ in items), err)
             return
         self.stats["batches"] += 1
         self.stats[f"{kind}_batches"] += 1
@@ -310,12 +310,12 @@ class Batcher:
             return self._runner.stream() or stream
         self.stats["decode_steps"] += 1
         for label, vector in finished:
-            self._deliver(label, vector.float().cpu().numpy())
+            self._deliver(cast("list[tuple[Job, int]]", label), vector.float().cpu().numpy())
         return stream
 
-    def _deliver(self, items: object, vector: np.ndarray) -> None:
+    def _deliver(self, items: list[tuple[Job, int]], vector: np.ndarray) -> None:
         """A finished query's vector to every (job, text) that asked for it."""
-        for job, i in items:  # type: ignore[attr-defined]
+        for job, i in items:
             left = self._streamed.get(job, 0) - 1
             if left > 0:
                 self._streamed[job] = left
@@ -328,7 +328,8 @@ class Batcher:
             if job.remaining == 0:
                 self._settle(job, vectors=list(job.prepared.vectors))
 
-    def _fail(self, jobs, err: Exception) -> None:
+    def _fail(self, jobs: Iterable[Job], err: Exception) -> None:
+        """End ``jobs`` with the failure of the model call they had texts in."""
         self.stats["failed_batches"] += 1
         for job in jobs:
             self._settle(job, error=BatchFailed(f"{type(err).__name__} in the model call for this batch", err))
