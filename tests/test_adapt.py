@@ -77,6 +77,14 @@ def test_adapt_end_to_end(adapted, beir, tiny_o1):
     assert set(timings) == {"queries", "mine", "teacher", "synth", "vote", "train", "eval"}
     counts = json.loads((adapted / "pseudo_queries.json").read_text())
     assert counts["queries"] == sum(counts["by_kind"].get(k, 0) for k in ("question", "title", "sentence"))
+    from o1_embedder.synthesis.queries import clean_question
+
+    written = [json.loads(line) for line in (adapted / "questions.jsonl").read_text().splitlines()]
+    for r in written:  # an unusable greedy question gets 3 sampled tries, the first usable one is kept
+        assert r["tries"] == [] if clean_question(r["raw"]) else len(r["tries"]) == 3
+        assert r["question"] == next((q for q in map(clean_question, [r["raw"], *r["tries"]]) if q), "")
+    assert any(r["tries"] for r in written)  # the tiny model's greedy questions are loops
+    assert counts["by_kind"]["question_resampled"] == sum(bool(r["tries"] and r["question"]) for r in written)
     records = [json.loads(line) for line in (adapted / "train.jsonl").read_text().splitlines()]
     assert len(records) >= 10
     docs = set(corpus.full_texts())
@@ -89,7 +97,7 @@ def test_adapt_end_to_end(adapted, beir, tiny_o1):
     # the adapted model is a model folder: it loads and differs from the one it started from
     model = load_model(str(adapted / "model"))
     emb = model.encode_document(["the boundary layer of a wing"])
-    assert emb.shape[1] == model.get_sentence_embedding_dimension()
+    assert emb.shape[1] == model.get_embedding_dimension()
     before, after = weights(tiny_o1), weights(adapted / "model")
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
     card = (adapted / "model" / "README.md").read_text()
@@ -199,6 +207,25 @@ def test_plan_rotates_kinds_and_caps_queries(beir):
     assert len(slots) == 60 and len(set(slots)) == 60  # a document at most once per kind
     kinds = [k for _, k in slots[:30]]
     assert all(kinds.count(k) >= 6 for k in ("question", "title", "sentence")), kinds
+
+
+@pytest.mark.parametrize("raw, kept", [
+    ("Question: How does wall cooling change boundary layer transition?\nmore", "How does wall cooling change "
+     "boundary layer transition?"),
+    ("What is the flow past a cone, and what is the drag of the cone?", "What is the flow past a cone, and what is "
+     "the drag of the cone?"),  # one repeated trigram of a longer question is a question
+    ("What is the passage about solar flares?", "What is the passage about solar flares?"),
+    ("What is the accuracy of the accuracy of the accuracy of the accuracy of the accuracy of", ""),
+    ("What is the flow in the Mach 4 working section of the Mach 4 nozzle Mach 4 Mach 4 Mach 4 Mach 4", ""),
+    ("What is the answer to this question: what is the answer to this question?", ""),
+    ("What is the passage about?", ""),
+    ("What is the question?", ""),
+    ("Too short", ""),
+])
+def test_written_questions_without_loops_or_questions_about_the_prompt(raw, kept):
+    from o1_embedder.synthesis.queries import clean_question
+
+    assert clean_question(raw) == kept
 
 
 def test_teacher_fuses_members_and_its_committee_reuses_corpus_embeddings(beir, tmp_path):

@@ -38,6 +38,9 @@ __all__ = ["ADAPT_STAGES", "AdaptConfig", "adapt", "adapt_run"]
 
 logger = logging.getLogger(__name__)
 
+#: sampling temperature of the tries at a question after an unusable greedy one
+RETRY_TEMPERATURE = 0.7
+
 def _corpus(run: Run, config: AdaptConfig):
     """The corpus, checked against the one the run started with."""
     from o1_embedder.data.corpus import load_corpus
@@ -89,8 +92,10 @@ def _plan(corpus, config: AdaptConfig) -> list[tuple[int, str]]:
     return slots
 
 
-def _write_questions(run: Run, config: AdaptConfig, corpus, asked: list[int]) -> dict[str, str]:
-    """The question the model writes for each document in ``asked`` (``questions.jsonl``, resumable), by id."""
+def _write_questions(run: Run, config: AdaptConfig, corpus, asked: list[int]) -> dict[str, dict]:
+    """The ``questions.jsonl`` record (resumable) of each document in ``asked``, by id: its ``question`` is the
+    greedy one (``raw``) or, where that is unusable, the first usable of up to ``question_retries`` seeded samples
+    (``tries``); ``""`` if none is usable."""
     from o1_embedder.data.records import JsonlWriter
     from o1_embedder.generation.backends import GenerationRequest
     from o1_embedder.generation.settings import GenerationSettings
@@ -98,32 +103,46 @@ def _write_questions(run: Run, config: AdaptConfig, corpus, asked: list[int]) ->
     from o1_embedder.synthesis.queries import clean_question, question_prompt
 
     full = corpus.full_texts()
-    questions: dict[str, str] = {}
+    questions: dict[str, dict] = {}
     with JsonlWriter(run.path("questions.jsonl"), key="query_id") as writer:
-        questions.update({r["query_id"]: r["question"] for r in writer.existing})
+        questions.update({r["query_id"]: r for r in writer.existing})
         todo = [i for i in asked if corpus.ids[i] not in writer.done]
         if not todo:
             return questions
         model = writer_model(config.model, config.dtype)
-        backend = TransformersBackend(model[0].model, tokenizer=model[0].tokenizer,
-                                      settings=GenerationSettings(max_new_tokens=config.question_tokens,
-                                                                  do_sample=False),
-                                      batch_size=config.writer_batch_size)
+
+        def backend(**sampling) -> TransformersBackend:
+            settings = GenerationSettings(max_new_tokens=config.question_tokens, **sampling)
+            return TransformersBackend(model[0].model, tokenizer=model[0].tokenizer, settings=settings,
+                                       batch_size=config.writer_batch_size)
+
+        greedy, sampler = backend(do_sample=False), backend(do_sample=True, temperature=RETRY_TEMPERATURE)
         bar = progress(len(asked), "queries: writing questions", "question")
         bar.update(len(asked) - len(todo))
         step = 4 * config.writer_batch_size
         for start in range(0, len(todo), step):
             chunk = todo[start:start + step]
-            requests = [GenerationRequest([{"role": "user", "content": question_prompt(
-                full[i], max_words=visible_words(config))}]) for i in chunk]
-            for i, generation in zip(chunk, backend.generate(requests)):
-                text = generation.texts[0] if generation.ok and generation.texts else ""
-                record = {"query_id": corpus.ids[i], "raw": text, "question": clean_question(text)}
+            messages = {i: [{"role": "user", "content": question_prompt(full[i], max_words=visible_words(config))}]
+                        for i in chunk}
+            raw = {i: _texts(g)[:1] for i, g in zip(chunk, greedy.generate([GenerationRequest(messages[i])
+                                                                            for i in chunk]))}
+            retry = [i for i in chunk if not clean_question(raw[i][0]) and config.question_retries]
+            retried = sampler.generate([GenerationRequest(messages[i], n=config.question_retries,
+                                                          seed=config.seed * 1_000_003 + i) for i in retry])
+            raw.update({i: raw[i] + _texts(g) for i, g in zip(retry, retried)})
+            for i in chunk:
+                record = {"query_id": corpus.ids[i], "raw": raw[i][0], "tries": raw[i][1:],
+                          "question": next((q for q in map(clean_question, raw[i]) if q), "")}
                 writer.write(record)
-                questions[corpus.ids[i]] = record["question"]
+                questions[corpus.ids[i]] = record
             bar.update(len(chunk))
         bar.close()
     return questions
+
+
+def _texts(generation) -> list[str]:
+    """A generation's texts, ``[""]`` for a failed one."""
+    return list(generation.texts) if generation.ok and generation.texts else [""]
 
 
 def _round_trip(run: Run, config: AdaptConfig, corpus, written: list[int], questions: dict[str, str]
@@ -144,18 +163,21 @@ def stage_queries(run: Run, config: AdaptConfig) -> None:
     from o1_embedder.data.beir import document_text
     from o1_embedder.data.records import write_records_atomic
     from o1_embedder.files import atomic_write_text
-    from o1_embedder.synthesis.queries import inverse_cloze, title_query
+    from o1_embedder.synthesis.queries import clean_question, inverse_cloze, title_query
 
     corpus = _corpus(run, config)
     slots = _plan(corpus, config)
     asked = [i for i, kind in slots if kind == "question"]
     full = corpus.full_texts()
-    questions = _write_questions(run, config, corpus, asked)
+    written_records = _write_questions(run, config, corpus, asked)
+    questions = {key: r["question"] for key, r in written_records.items()}
     written = [i for i in asked if questions.get(corpus.ids[i])]
     kept_rank = _round_trip(run, config, corpus, written, questions)
 
     rng = random.Random(f"{config.seed}-sentences")
-    records, counts = [], {"question_written": len(written), "question_asked": len(asked)}
+    resampled = sum(clean_question(written_records[corpus.ids[i]]["raw"]) != questions[corpus.ids[i]] for i in written)
+    records, counts = [], {"question_written": len(written), "question_asked": len(asked),
+                           "question_resampled": resampled}
     for i, kind in slots:
         if kind == "question":
             if i not in kept_rank:
@@ -184,7 +206,8 @@ def stage_queries(run: Run, config: AdaptConfig) -> None:
     log(f"queries: {len(records)} pseudo-queries from {len(corpus)} documents: "
         + ", ".join(f"{counts.get(k, 0)} {k}" for k in config.query_kinds)
         + (f" ({len(kept_rank)} of {len(written)} written questions passed the round trip at top "
-           f"{config.round_trip_k})" if asked else ""))
+           f"{config.round_trip_k}; {resampled} written by a sampled try after an unusable greedy one)"
+           if asked else ""))
 
 
 def _teacher_corpus(corpus, records: list[dict]) -> tuple[list[str], dict[str, int]]:

@@ -37,6 +37,8 @@ class AdaptConfig:
                                     "each document of a 1,400-document corpus, about an hour on 2 CPU cores)")
     round_trip_k: int = _opt(3, "keep a written question when its document is in the teacher's top k")
     question_tokens: int = _opt(32, "new tokens of a written question")
+    question_retries: int = _opt(3, "sampled questions (temperature 0.7, seeded) for a document whose greedy one is "
+                                    "unusable: a repetition loop, no word of content, too short or too long")
     writer_batch_size: int = _opt(32, "rows generated together when writing questions and thoughts")
     # teacher and negatives
     teacher: list[str] = _opt(["bm25", "all-MiniLM-L6-v2"], "teacher committee: bm25 and Sentence-Transformers "
@@ -85,7 +87,7 @@ class AdaptConfig:
                      "mine_depth", "batch_size", "passage_tokens", "lora_r", "lora_alpha"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("candidates", "train_negatives", "save_steps"):
+        for name in ("candidates", "train_negatives", "save_steps", "question_retries"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
         if self.candidates == 1:
@@ -150,8 +152,7 @@ class AdaptConfig:
             train.pop(name)
         return {
             "queries": {**pick("model", "seed", "query_kinds", "train_queries", "round_trip_k", "question_tokens",
-                               "passage_tokens",
-                               "teacher"), "writer_dtype": self.resolved_dtype()},
+                               "question_retries", "passage_tokens", "teacher"), "writer_dtype": self.resolved_dtype()},
             "mine": pick("negatives", "mine_depth", "negative_margin"),
             "teacher": {},
             "synth": {**pick("candidates", "thought_temperature"), "writer_dtype": self.resolved_dtype()},

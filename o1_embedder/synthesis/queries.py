@@ -17,8 +17,8 @@ from __future__ import annotations
 import random
 import re
 
-__all__ = ["KINDS", "QUESTION_INSTRUCTION", "clean_question", "inverse_cloze", "question_prompt", "sentences",
-           "title_query"]
+__all__ = ["KINDS", "QUESTION_INSTRUCTION", "clean_question", "inverse_cloze", "is_repetitive", "question_prompt",
+           "sentences", "title_query"]
 
 KINDS = ("question", "title", "sentence")
 
@@ -68,10 +68,31 @@ def question_prompt(text: str, max_words: int = 120) -> str:
 
 
 def clean_question(text: str, max_words: int = 40) -> str:
-    """The first line of a generated question, without labels or quotes; ``""`` when it is not a usable query
-    (fewer than 3 words, more than ``max_words``)."""
+    """The first line of a generated question, without labels or quotes; ``""`` when it is not a usable query:
+    fewer than 3 words, more than ``max_words``, a repetition loop (:func:`is_repetitive`) or a question with no
+    word of content ("What is the passage about?", "What is the answer to this question?")."""
     line = next((part.strip() for part in text.strip().splitlines() if part.strip()), "")
     line = re.sub(r"^(question|query|search question)\s*\d*\s*:\s*", "", line, flags=re.IGNORECASE)
     line = line.strip().strip("\"'*` ").strip()
     words = line.split()
-    return line if 3 <= len(words) <= max_words else ""
+    if not 3 <= len(words) <= max_words or is_repetitive(line) or not _content_words(line):
+        return ""
+    return line
+
+
+#: words that ask about the prompt itself, not about what the passage says
+_NO_CONTENT = frozenset("a about an answer article does for in is it meaning of passage paragraph purpose question "
+                        "text that the this to what what's which".split())
+
+
+def _content_words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[\w']+", text.lower()) if w not in _NO_CONTENT]
+
+
+def is_repetitive(text: str, n: int = 3, min_distinct: float = 0.8) -> bool:
+    """Whether ``text`` repeats itself: a word ``n``-gram occurs twice and fewer than ``min_distinct`` of its
+    ``n``-grams are distinct ("What is the accuracy of the accuracy of the accuracy of ...", the loops a small
+    greedy writer falls into; "What is X, and what is Y?" repeats one trigram of ten and passes)."""
+    words = re.findall(r"\w+", text.lower())
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return bool(grams) and len(set(grams)) < min_distinct * len(grams)
