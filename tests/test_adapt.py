@@ -19,11 +19,11 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "o1_embedder" / "datasets" / "c
 
 @pytest.fixture(scope="module")
 def tiny_o1(tmp_path_factory, tiny_backbone) -> Path:
-    """A saved tiny o1-embedder model (greedy thoughts of up to 6 tokens)."""
+    """A saved tiny o1-embedder model (greedy thoughts of up to 6 tokens, query weight 0.5 like the default)."""
     from o1_embedder import build_model, save_model
 
     model = build_model(str(tiny_backbone), num_thoughts=1, generation={"do_sample": False, "max_new_tokens": 6},
-                        max_query_tokens=16, max_document_tokens=48)
+                        max_query_tokens=16, max_document_tokens=48, query_weight=0.5)
     return save_model(model, tmp_path_factory.mktemp("adapt") / "tiny-o1")
 
 
@@ -96,6 +96,9 @@ def test_adapt_end_to_end(adapted, beir, tiny_o1):
         assert len(r["pos_scores"]) == 1 and len(r["neg_scores"]) == len(r["neg"])
     # the adapted model is a model folder: it loads and differs from the one it started from
     model = load_model(str(adapted / "model"))
+    assert model[0].query_weight == 0.0 != load_model(str(tiny_o1))[0].query_weight  # adapt's, not the start's
+    adapter_settings = json.loads((adapted / "adapter" / "o1_embedder_config.json").read_text())
+    assert adapter_settings["query_weight"] == 0.0
     emb = model.encode_document(["the boundary layer of a wing"])
     assert emb.shape[1] == model.get_embedding_dimension()
     before, after = weights(tiny_o1), weights(adapted / "model")

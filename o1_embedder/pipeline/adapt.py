@@ -128,7 +128,8 @@ def _write_questions(run: Run, config: AdaptConfig, corpus, asked: list[int]) ->
                                                                             for i in chunk]))}
             retry = [i for i in chunk if not clean_question(raw[i][0]) and config.question_retries]
             retried = sampler.generate([GenerationRequest(messages[i], n=config.question_retries,
-                                                          seed=config.seed * 1_000_003 + i) for i in retry])
+                                                          seed=config.seed * 1_000_003 + i) for i in retry]
+                                       ) if retry else []
             raw.update({i: raw[i] + _texts(g) for i, g in zip(retry, retried)})
             for i in chunk:
                 record = {"query_id": corpus.ids[i], "raw": raw[i][0], "tries": raw[i][1:],
@@ -330,7 +331,21 @@ def stage_vote(run: Run, config: AdaptConfig) -> None:
 def stage_train(run: Run, config: AdaptConfig) -> None:
     """Stage 6: LoRA training on the starting model (``model/``, ``adapter/``, checkpoints beside)."""
     train_stage(run, config.train_config())
+    _set_query_weight(run, config.query_weight)
     write_card(run, config)
+
+
+def _set_query_weight(run: Run, weight: float) -> None:
+    """Write the adapted model's query weight into its settings and its adapter's (training never reads it)."""
+    from o1_embedder.files import atomic_write_text
+    from o1_embedder.model.folder import CONFIG_FILE
+
+    for folder in ("model", "adapter"):
+        path = run.path(folder, CONFIG_FILE)
+        if path.is_file():
+            settings = json.loads(path.read_text(encoding="utf-8"))
+            settings["query_weight"] = float(weight)
+            atomic_write_text(path, json.dumps(settings, indent=4) + "\n")
 
 
 def stage_eval(run: Run, config: AdaptConfig) -> None:

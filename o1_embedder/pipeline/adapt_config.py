@@ -65,6 +65,9 @@ class AdaptConfig:
     distillation_weight: float = _opt(1.0, "weight of KL distillation from the teacher scores")
     teacher_temperature: float = _opt(1.0, "softmax temperature of the teacher scores")
     thought_dropout: float = _opt(0.1, "probability of training a query without its thought")
+    query_weight: float = _opt(0.0, "weight of the query's own embedding in the adapted model's thinking query "
+                                    "embedding (0: query + thought alone, as training embeds them; chosen on a "
+                                    "seeded half of Cranfield's queries against the starting model's 0.5)")
     save_steps: int = _opt(10, "checkpoint every N training steps")
     gradient_checkpointing: bool = _opt(True, "recompute activations in the backward pass",
                                         no_help="keep activations for the backward pass: ~0.7x the time a step, "
@@ -107,6 +110,8 @@ class AdaptConfig:
             raise ValueError(f"eval_document_tokens must be >= 1, got {self.eval_document_tokens}")
         if self.stop_after is not None and self.stop_after not in ADAPT_STAGES:
             raise ValueError(f"stop_after must be one of {', '.join(ADAPT_STAGES)}, got {self.stop_after!r}")
+        if not isinstance(self.query_weight, (int, float)) or not 0.0 <= self.query_weight <= 1.0:
+            raise ValueError(f"query_weight must be in [0, 1], got {self.query_weight!r}")
         if self.thought_temperature <= 0:
             raise ValueError(f"thought_temperature must be > 0, got {self.thought_temperature}")
         # training settings are checked by TrainConfig; build one now so a bad value fails before any stage
@@ -157,6 +162,6 @@ class AdaptConfig:
             "teacher": {},
             "synth": {**pick("candidates", "thought_temperature"), "writer_dtype": self.resolved_dtype()},
             "vote": {},
-            "train": train,
+            "train": {**train, **pick("query_weight")},
             "eval": pick("eval_split", "eval_document_tokens"),
         }
