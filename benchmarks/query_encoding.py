@@ -1,7 +1,7 @@
 """Query-encoding benchmark on the embedded default (SmolLM2-135M-Instruct), all ratios from one run.
 
     python benchmarks/query_encoding.py [--queries 64] [--max-new-tokens 32] [--batch-size 64] [--docs 256]
-        [--int8] [--bf16]
+        [--int8] [--bf16] [--cost-only]
 
 0. the cost of thinking at the main job's settings (greedy, K=1, 32 new tokens): seconds per query with and
    without thinking, their ratio next to the FLOP-based floor for the same token counts (a thinking query
@@ -15,7 +15,8 @@
    same backbone and batch size;
 5. with ``--int8``: the same think / no-think / document times with int8 dynamic quantisation of the linear
    layers, and how far its query embeddings move (cosine to the float ones);
-6. with ``--bf16``: the same with the weights in bfloat16 (fast on CPUs with AMX or AVX512-BF16).
+6. with ``--bf16``: the same with the weights in bfloat16 (fast on CPUs with AMX or AVX512-BF16);
+5 and 6 end with section 0's rows for the converted copy. ``--cost-only`` skips sections 1-4.
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ def thinking_cost(model, queries, bs):
 
 
 def converted_rows(model, queries, docs, bs, name, convert):
-    """Sections 5 and 6: float32 vs a converted copy (int8 or bfloat16), same queries; float32 re-measured."""
+    """Sections 5 and 6: float32 vs a converted copy (int8 or bfloat16), same queries; float32 re-measured; then the
+    converted copy's cost of thinking (section 0's rows)."""
     model[0].configure(num_thoughts=1, do_sample=False)
     other = copy.deepcopy(model)
     convert(other[0])
@@ -149,7 +151,7 @@ def converted_rows(model, queries, docs, bs, name, convert):
         rows.append((f"{name} vs float32, {label} (speed-up float32/{name})", t_a / t_b,
                      f"{t_a / len(texts):.4f}s vs {t_b / len(texts):.4f}s per text (2 runs each); embedding cosine "
                      f"mean {cos.mean():.4f}, min {cos.min():.4f}"))
-    return rows
+    return rows + [(f"{name}: {label}", ratio, detail) for label, ratio, detail in thinking_cost(other, queries, bs)]
 
 
 def _ids(module):
@@ -165,6 +167,7 @@ def main(argv=None) -> int:
     parser.add_argument("--docs", type=int, default=256)
     parser.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantisation (section 5)")
     parser.add_argument("--bf16", action="store_true", help="also measure bfloat16 weights (section 6)")
+    parser.add_argument("--cost-only", action="store_true", help="skip sections 1-4")
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -187,7 +190,17 @@ def main(argv=None) -> int:
 
     # 0. the cost of thinking at the main job's settings, vs the FLOP floor
     report(*thinking_cost(model, queries, bs))
+    if not args.cost_only:
+        report_sections_1_to_4(model, queries, docs, bs, report)
+    if args.int8:
+        report(*converted_rows(model, queries, docs, bs, "int8", lambda m: m.quantize_int8()))
+    if args.bf16:
+        report(*converted_rows(model, queries, docs, bs, "bfloat16", lambda m: m.to(torch.bfloat16)))
+    return 0
 
+
+def report_sections_1_to_4(model, queries, docs, bs, report) -> None:
+    module = model[0]
     # 1. one pass vs two passes, greedy K=1 (identical thoughts in both), alternated to share machine noise
     (one, two), (t_one, t_two) = alternated(lambda: one_pass(module, queries, bs),
                                             lambda: two_pass(module, queries, bs))
@@ -232,11 +245,6 @@ def main(argv=None) -> int:
 
     report(("documents: o1-embedder vs Transformer+Pooling(lasttoken) (throughput ratio)", t_plain / t_doc,
             f"{len(docs) / t_doc:.1f} vs {len(docs) / t_plain:.1f} docs/s"))
-    if args.int8:
-        report(*converted_rows(model, queries, docs, bs, "int8", lambda m: m.quantize_int8()))
-    if args.bf16:
-        report(*converted_rows(model, queries, docs, bs, "bfloat16", lambda m: m.to(torch.bfloat16)))
-    return 0
 
 
 if __name__ == "__main__":
