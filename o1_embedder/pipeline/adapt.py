@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 #: sampling temperature of the tries at a question after an unusable greedy one
 RETRY_TEMPERATURE = 0.7
 
+
 def _corpus(run: Run, config: AdaptConfig):
     """The corpus, checked against the one the run started with."""
     from o1_embedder.data.corpus import load_corpus
