@@ -127,7 +127,7 @@ def _write_questions(run: Run, config: AdaptConfig, corpus, asked: list[int]) ->
                         for i in chunk}
             raw = {i: _texts(g)[:1] for i, g in zip(chunk, greedy.generate([GenerationRequest(messages[i])
                                                                             for i in chunk]))}
-            retry = [i for i in chunk if not clean_question(raw[i][0]) and config.question_retries]
+            retry = [i for i in chunk if not clean_question(raw[i][0])] if config.question_retries else []
             retried = sampler.generate([GenerationRequest(messages[i], n=config.question_retries,
                                                           seed=config.seed * 1_000_003 + i) for i in retry]
                                        ) if retry else []
@@ -165,7 +165,7 @@ def stage_queries(run: Run, config: AdaptConfig) -> None:
     from o1_embedder.data.beir import document_text
     from o1_embedder.data.records import write_records_atomic
     from o1_embedder.files import atomic_write_text
-    from o1_embedder.synthesis.queries import clean_question, inverse_cloze, title_query
+    from o1_embedder.synthesis.queries import inverse_cloze, title_query
 
     corpus = _corpus(run, config)
     slots = _plan(corpus, config)
@@ -177,7 +177,8 @@ def stage_queries(run: Run, config: AdaptConfig) -> None:
     kept_rank = _round_trip(run, config, corpus, written, questions)
 
     rng = random.Random(f"{config.seed}-sentences")
-    resampled = sum(clean_question(written_records[corpus.ids[i]]["raw"]) != questions[corpus.ids[i]] for i in written)
+    # a written question with tries came from a sampled try (tries follow an unusable greedy question only)
+    resampled = sum(bool(written_records[corpus.ids[i]].get("tries")) for i in written)
     records, counts = [], {"question_written": len(written), "question_asked": len(asked),
                            "question_resampled": resampled}
     for i, kind in slots:
