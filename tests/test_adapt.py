@@ -272,3 +272,15 @@ def test_reuse_takes_the_complete_data_stages_for_a_training_ablation(adapted, b
     changed = tmp_path / "arm3"  # other data settings: nothing is taken, every stage runs
     adapt(config(beir, changed, tiny_o1, negatives=2, stop_after="mine", reuse=str(adapted)))
     assert json.loads((changed / "mined.jsonl").read_text().splitlines()[0])["neg"].__len__() <= 2
+
+
+def test_checkpointing_is_not_a_setting_the_run_depends_on(adapted, beir, tiny_o1, tmp_path):
+    """A run killed for memory resumes with more gradient checkpointing; another learning rate is refused."""
+    out = tmp_path / "run"
+    shutil.copytree(adapted, out)
+    recorded = json.loads((out / "run.json").read_text())["stages"]["train"]
+    assert "learning_rate" in recorded and "checkpoint_every_n_layers" not in recorded
+    adapt(config(beir, out, tiny_o1, gradient_checkpointing=False))
+    adapt(config(beir, out, tiny_o1, checkpoint_every_n_layers=1))
+    with pytest.raises(RunError, match="other settings.*learning_rate"):
+        adapt(config(beir, out, tiny_o1, learning_rate=1e-4))

@@ -288,3 +288,32 @@ def test_bf16_is_mixed_precision_and_saves_float32(tiny_backbone, tmp_path, monk
     emb_id = start[0].builder.emb_id
     assert not torch.equal(trained[0].model.get_input_embeddings().weight[emb_id],
                            start[0].model.get_input_embeddings().weight[emb_id])  # updates not rounded away
+
+
+def test_selective_checkpointing_recomputes_every_nth_layer(tiny_backbone, tmp_path, monkeypatch):
+    """``checkpoint_every_n_layers``: with 2 decoder layers, every layer runs under checkpoint at 1 and half of
+    them at 2 (transformers' ``every_n_layers``); the same batches otherwise."""
+    import transformers.modeling_utils as modeling_utils
+
+    calls = []
+    checkpoint = modeling_utils.checkpoint
+
+    def counting(function, *args, **kwargs):
+        calls.append(function)
+        return checkpoint(function, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_utils, "checkpoint", counting)
+    data = write_jsonl(tmp_path / "train.jsonl", make_records(8))
+    start = build_model(str(tiny_backbone), max_query_tokens=16, max_document_tokens=24,
+                        generation={"max_new_tokens": 8})
+    save_model(start, tmp_path / "start")
+    counts = {}
+    for every in (1, 2):
+        calls.clear()
+        train(TrainConfig(data=str(data), output=str(tmp_path / f"out{every}"), model=str(tmp_path / "start"),
+                          lora_r=4, lora_alpha=8, max_steps=1, batch_size=4, num_negatives=1, learning_rate=1e-3,
+                          gradient_checkpointing=True, checkpoint_every_n_layers=every, seed=0))
+        counts[every] = len(calls)
+    assert counts[2] > 0 and counts[1] == 2 * counts[2], counts
+    with pytest.raises(ValueError, match="checkpoint_every_n_layers"):
+        TrainConfig(data=str(data), output=str(tmp_path / "bad"), checkpoint_every_n_layers=0)

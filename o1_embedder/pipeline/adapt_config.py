@@ -34,7 +34,7 @@ class AdaptConfig:
     # queries
     query_kinds: list[str] = _opt(["question", "title", "sentence"], "pseudo-query sources, rotated over documents")
     train_queries: int = _opt(1400, "training queries (at most one per document and kind; the default gives one to "
-                                    "each document of a 1,400-document corpus, about an hour on 2 CPU cores)")
+                                    "each document of a 1,400-document corpus, about 45 minutes on 2 CPU cores)")
     round_trip_k: int = _opt(3, "keep a written question when its document is in the teacher's top k")
     question_tokens: int = _opt(32, "new tokens of a written question")
     question_retries: int = _opt(3, "sampled questions (temperature 0.7, seeded) for a document whose greedy one is "
@@ -70,8 +70,11 @@ class AdaptConfig:
                                     "seeded half of Cranfield's queries against the starting model's 0.5)")
     save_steps: int = _opt(10, "checkpoint every N training steps")
     gradient_checkpointing: bool = _opt(True, "recompute activations in the backward pass",
-                                        no_help="keep activations for the backward pass: ~0.7x the time a step, "
-                                                "13.7 GB peak instead of 4.2 GB for 16 queries of 128-token passages")
+                                        no_help="keep every activation for the backward pass: about 13 GB for "
+                                                "16 queries of 128-token passages")
+    checkpoint_every_n_layers: int = _opt(2, "with gradient checkpointing, recompute every N-th decoder layer only "
+                                             "(for 16 queries of 128-token passages, 1: every layer, 3.9 GB; 2: "
+                                             "half, 8.9 GB and 0.8x the time a step)")
     mini_batch_size: int | None = _opt(None, "GradCache mini-batch: the same loss and gradients with activation "
                                              "memory bounded by this many queries (slower)")
     # evaluation
@@ -144,7 +147,8 @@ class AdaptConfig:
             distillation_weight=self.distillation_weight, teacher_temperature=self.teacher_temperature,
             thought_dropout=self.thought_dropout, max_passage_tokens=self.passage_tokens, seed=self.seed,
             logging_steps=1, warmup_ratio=0.05, save_steps=self.save_steps, resume=True,
-            gradient_checkpointing=self.gradient_checkpointing, cached_mini_batch_size=self.mini_batch_size,
+            gradient_checkpointing=self.gradient_checkpointing,
+            checkpoint_every_n_layers=self.checkpoint_every_n_layers, cached_mini_batch_size=self.mini_batch_size,
             bf16=self.dtype != "float32" and self.resolved_dtype() == "bfloat16")
 
     def stage_settings(self) -> dict[str, dict]:
@@ -153,7 +157,10 @@ class AdaptConfig:
             return {n: getattr(self, n) for n in names}
 
         train = dataclasses.asdict(self.train_config())
-        for name in ("data", "output", "adapter_output", "resume", "force", "logging_steps", "save_steps"):
+        # where files go, and how activations are kept (the same training in less memory or less time: a run
+        # killed for memory resumes with more checkpointing) are not what the model depends on
+        for name in ("data", "output", "adapter_output", "resume", "force", "logging_steps", "save_steps",
+                     "gradient_checkpointing", "checkpoint_every_n_layers"):
             train.pop(name)
         return {
             "queries": {**pick("model", "seed", "query_kinds", "train_queries", "round_trip_k", "question_tokens",

@@ -63,6 +63,9 @@ class TrainConfig:
                              "(faster on CPUs with AMX or AVX512-BF16: 1.4x per step in "
                              "benchmarks/train_step.py --bf16; the saved model stays float32)")
     gradient_checkpointing: bool = _opt(False, "recompute activations in the backward pass (less memory)")
+    checkpoint_every_n_layers: int = _opt(1, "with gradient_checkpointing: recompute every N-th decoder layer only "
+                                             "and keep the others' activations (1: every layer, least memory; 2: "
+                                             "half of them, ~0.8x the time a step)")
     seed: int = _opt(42, "seed of LoRA initialisation, data order, negatives and thought dropout")
     logging_steps: int = _opt(10, "log every N steps")
     report_to: str = _opt("none", "where the trainer reports: none, tensorboard, wandb, ... (comma separated)")
@@ -75,7 +78,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("lora_r", "lora_alpha", "batch_size", "gradient_accumulation_steps", "logging_steps",
-                     "eval_steps"):
+                     "eval_steps", "checkpoint_every_n_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_negatives", "save_steps"):
@@ -149,7 +152,9 @@ def _training_arguments(config: TrainConfig) -> Any:
         save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
         dataloader_drop_last=distributed, use_cpu=not torch.cuda.is_available(),
         ddp_find_unused_parameters=False if distributed else None,
-        **({"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
+        **({"activation_checkpointing": True,
+            "activation_checkpointing_kwargs": {"use_reentrant": False,
+                                                "every_n_layers": config.checkpoint_every_n_layers}}
            if config.gradient_checkpointing else {}),
     )
 
