@@ -74,7 +74,7 @@ class AdaptConfig:
                                                 "16 queries of 128-token passages")
     checkpoint_every_n_layers: int = _opt(2, "with gradient checkpointing, recompute every N-th decoder layer only "
                                              "(for 16 queries of 128-token passages, 1: every layer, 3.9 GB; 2: "
-                                             "half, 8.9 GB and 0.8x the time a step)")
+                                             "half, 8.9 GB and 0.8-0.9x the time a step)")
     mini_batch_size: int | None = _opt(None, "GradCache mini-batch: the same loss and gradients with activation "
                                              "memory bounded by this many queries (slower)")
     # evaluation

@@ -65,7 +65,7 @@ class TrainConfig:
     gradient_checkpointing: bool = _opt(False, "recompute activations in the backward pass (less memory)")
     checkpoint_every_n_layers: int = _opt(1, "with gradient_checkpointing: recompute every N-th decoder layer only "
                                              "and keep the others' activations (1: every layer, least memory; 2: "
-                                             "half of them, ~0.8x the time a step)")
+                                             "half of them, 0.8-0.9x the time a step)")
     seed: int = _opt(42, "seed of LoRA initialisation, data order, negatives and thought dropout")
     logging_steps: int = _opt(10, "log every N steps")
     report_to: str = _opt("none", "where the trainer reports: none, tensorboard, wandb, ... (comma separated)")
