@@ -26,6 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _child(run: str, every: int, steps: int, queue) -> None:
+    from train_step import _rss_mb  # this folder's resident-set reader
     from transformers import TrainerCallback
 
     import o1_embedder.training.trainer  # noqa: F401 (the module, not the package's re-export)
@@ -61,8 +62,7 @@ def _child(run: str, every: int, steps: int, queue) -> None:
 
     def sample():
         while not done.is_set():
-            with open("/proc/self/statm") as f:
-                peak[0] = max(peak[0], int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30)
+            peak[0] = max(peak[0], _rss_mb() / 1024)
             time.sleep(0.05)
 
     threading.Thread(target=sample, daemon=True).start()
