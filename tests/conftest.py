@@ -109,6 +109,17 @@ def tiny_greedy_model(tiny_backbone):
     return model
 
 
+@pytest.fixture()
+def small_model(tiny_backbone):
+    """A fresh o1-embedder SentenceTransformer on the tiny Llama for training: up to 16 thought tokens, cache off."""
+    from o1_embedder import build_model
+
+    model = build_model(str(tiny_backbone), max_query_tokens=16, max_document_tokens=24,
+                        generation={"max_new_tokens": 16})
+    model[0].thought_cache = None
+    return model
+
+
 QUERIES = ["what is the boundary layer", "heat transfer at high speed over a swept wing in a wind tunnel", "",
            "pressure"]
 DOCUMENTS = ["the boundary layer thickens downstream", "heated wings at high speed", "pressure distribution"]

@@ -284,3 +284,25 @@ def test_checkpointing_is_not_a_setting_the_run_depends_on(adapted, beir, tiny_o
     adapt(config(beir, out, tiny_o1, checkpoint_every_n_layers=1))
     with pytest.raises(RunError, match="other settings.*learning_rate"):
         adapt(config(beir, out, tiny_o1, learning_rate=1e-4))
+
+
+def test_in_batch_distillation_trains_from_a_table_of_the_run_s_records(adapted, beir, tiny_o1, tmp_path):
+    """The train stage scores every training query against every training passage once, and trains from it."""
+    from o1_embedder.training.teacher_table import TeacherTable
+
+    out = tmp_path / "in-batch"
+    adapt(config(beir, out, tiny_o1, in_batch_distillation=True, reuse=str(adapted)))
+    records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    table = TeacherTable.load(out / "teacher_table.npz")
+    passages = {p for r in records for p in [r["pos"][0], *r["neg"]]}
+    assert table.missing({r["query"] for r in records}, passages) == ([], [])
+    assert table.scores.shape == (len({r["query"] for r in records}), len(passages))
+    # a query's own teacher scores (the teacher stage's) are the table's for the same pairs
+    first = records[0]
+    assert table.lookup([first["query"]], [first["pos"][0], *first["neg"]]).flatten().tolist() == pytest.approx(
+        first["pos_scores"] + first["neg_scores"], abs=1e-4)
+    assert json.loads((out / "run.json").read_text())["stages"]["train"]["in_batch_distillation"] is True
+    assert json.loads((out / "model" / "training_config.json").read_text())["teacher_table"].endswith(
+        "teacher_table.npz")
+    with pytest.raises(ValueError, match="in_batch_distillation needs a teacher without a cross-encoder"):
+        config(beir, tmp_path / "x", tiny_o1, in_batch_distillation=True, teacher=["bm25", "cross-encoder:some/ce"])

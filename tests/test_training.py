@@ -24,14 +24,6 @@ from o1_embedder.training import (
 )
 
 
-@pytest.fixture()
-def small_model(tiny_backbone):
-    model = build_model(str(tiny_backbone), max_query_tokens=16, max_document_tokens=24,
-                        generation={"max_new_tokens": 16})
-    model[0].thought_cache = None
-    return model
-
-
 def test_bad_records_name_line_and_field(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"query": "q", "pos": ["p"], "neg": ["n"], "thought": "t"}\n'

@@ -332,9 +332,42 @@ def stage_vote(run: Run, config: AdaptConfig) -> None:
 
 def stage_train(run: Run, config: AdaptConfig) -> None:
     """Stage 6: LoRA training on the starting model (``model/``, ``adapter/``, checkpoints beside)."""
-    train_stage(run, config.train_config())
+    train_config = config.train_config()
+    if train_config.teacher_table is not None:
+        _write_teacher_table(run, config, train_config.data, train_config.teacher_table)
+    train_stage(run, train_config)
     _set_query_weight(run, config.query_weight)
     write_card(run, config)
+
+
+def _write_teacher_table(run: Run, config: AdaptConfig, data: str, path: str) -> None:
+    """The committee's scores of every training query against every training passage (``in_batch_distillation``),
+    once: a resumed run keeps the table its checkpoints were trained with."""
+    import numpy as np
+
+    from o1_embedder.data.records import RecordFile
+    from o1_embedder.data.records import Stage as RecordStage
+    from o1_embedder.synthesis.teacher import CorpusTeacher, parse_teacher
+    from o1_embedder.training.teacher_table import TeacherTable
+
+    if Path(path).is_file():
+        return
+    records = list(RecordFile(data, RecordStage.MINED))
+    texts, _ = _teacher_corpus(_corpus(run, config), list(RecordFile(run.path("pseudo_queries.jsonl"),
+                                                                     RecordStage.BASE)))
+    index = {t: i for i, t in enumerate(texts)}
+    queries = list(dict.fromkeys(r["query"] for r in records))
+    passages = list(dict.fromkeys(p for r in records for p in [r["pos"][0], *r["neg"]]))
+    columns = [index[p] for p in passages]  # every positive and negative is a text of the teacher's corpus
+    teacher = CorpusTeacher(texts, parse_teacher(config.teacher)[0], cache_dir=str(run.path("embedding-cache")))
+    bar = progress(len(queries), "teacher table", "query")
+    rows = []
+    for start in range(0, len(queries), 128):
+        rows.append(teacher.scores(queries[start:start + 128])[:, columns])
+        bar.update(len(rows[-1]))
+    bar.close()
+    TeacherTable.from_texts(queries, passages, np.concatenate(rows)).save(path)
+    log(f"train: teacher scores of {len(queries)} queries against {len(passages)} passages in {path}")
 
 
 def _set_query_weight(run: Run, weight: float) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 __all__ = ["ADAPT_STAGES", "AdaptConfig"]
 
 ADAPT_STAGES = ("queries", "mine", "teacher", "synth", "vote", "train", "eval")
+#: the train stage's table of teacher scores (``in_batch_distillation``), in the run folder
+TEACHER_TABLE = "teacher_table.npz"
 
 
 def _opt(default, help: str, **metadata):
@@ -64,6 +66,10 @@ class AdaptConfig:
     generation_weight: float = _opt(0.2, "weight of the thought cross-entropy term")
     distillation_weight: float = _opt(1.0, "weight of KL distillation from the teacher scores")
     teacher_temperature: float = _opt(1.0, "softmax temperature of the teacher scores")
+    in_batch_distillation: bool = _opt(False, "distil from the teacher's scores of every passage in the batch "
+                                              "(a table of every training query against every training passage, "
+                                              "built at the start of training), not only each query's own "
+                                              "positive and negatives")
     thought_dropout: float = _opt(0.1, "probability of training a query without its thought")
     query_weight: float = _opt(0.0, "weight of the query's own embedding in the adapted model's thinking query "
                                     "embedding (0: query + thought alone, as training embeds them; chosen on a "
@@ -117,6 +123,9 @@ class AdaptConfig:
             raise ValueError(f"query_weight must be in [0, 1], got {self.query_weight!r}")
         if self.thought_temperature <= 0:
             raise ValueError(f"thought_temperature must be > 0, got {self.thought_temperature}")
+        if self.in_batch_distillation and parse_teacher(self.teacher)[1] is not None:
+            raise ValueError("in_batch_distillation needs a teacher without a cross-encoder: the cross-encoder "
+                             "would have to score every training query against every training passage")
         # training settings are checked by TrainConfig; build one now so a bad value fails before any stage
         self.train_config()
 
@@ -146,6 +155,7 @@ class AdaptConfig:
             contrastive_weight=self.contrastive_weight, generation_weight=self.generation_weight,
             distillation_weight=self.distillation_weight, teacher_temperature=self.teacher_temperature,
             thought_dropout=self.thought_dropout, max_passage_tokens=self.passage_tokens, seed=self.seed,
+            teacher_table=str(out / TEACHER_TABLE) if self.in_batch_distillation else None,
             logging_steps=1, warmup_ratio=0.05, save_steps=self.save_steps, resume=True,
             gradient_checkpointing=self.gradient_checkpointing,
             checkpoint_every_n_layers=self.checkpoint_every_n_layers, cached_mini_batch_size=self.mini_batch_size,
@@ -156,12 +166,11 @@ class AdaptConfig:
         def pick(*names):
             return {n: getattr(self, n) for n in names}
 
-        train = dataclasses.asdict(self.train_config())
-        # where files go, and how activations are kept (the same training in less memory or less time: a run
-        # killed for memory resumes with more checkpointing) are not what the model depends on
-        for name in ("data", "output", "adapter_output", "resume", "force", "logging_steps", "save_steps",
-                     "gradient_checkpointing", "checkpoint_every_n_layers"):
-            train.pop(name)
+        from o1_embedder.training.guard import RESUME_KEYS
+
+        # what training's own resume check compares: not where files go, nor how activations are kept (the same
+        # training in less memory or less time: a run killed for memory resumes with more checkpointing)
+        train = {k: v for k, v in dataclasses.asdict(self.train_config()).items() if k in RESUME_KEYS}
         return {
             "queries": {**pick("model", "seed", "query_kinds", "train_queries", "round_trip_k", "question_tokens",
                                "question_retries", "passage_tokens", "teacher"), "writer_dtype": self.resolved_dtype()},
@@ -169,6 +178,6 @@ class AdaptConfig:
             "teacher": {},
             "synth": {**pick("candidates", "thought_temperature"), "writer_dtype": self.resolved_dtype()},
             "vote": {},
-            "train": {**train, **pick("query_weight")},
+            "train": {**train, **pick("query_weight", "in_batch_distillation")},
             "eval": pick("eval_split", "eval_document_tokens"),
         }

@@ -48,6 +48,10 @@ class JointCollator:
         max_thought_tokens: thought truncation (default: the model's ``max_new_tokens``).
         seed: seeds negative sampling and thought dropout. The random choices of a batch depend only on
             the seed and the batch's rows, so a run resumed from a checkpoint makes the same choices.
+        teacher_table: a :class:`~o1_embedder.training.teacher_table.TeacherTable`: the batch's ``label`` is then
+            every query's teacher scores against every passage of the batch, ``(batch, batch x (1 + n))`` in the
+            order the loss embeds them (the positives, then the first negative of every row, ...), in place of
+            each row's own scores (in-batch distillation).
     """
 
     module: Any
@@ -55,6 +59,7 @@ class JointCollator:
     thought_dropout: float = 0.1
     max_thought_tokens: int | None = None
     seed: int = 0
+    teacher_table: Any = None
     valid_label_columns: list[str] = field(default_factory=lambda: list(LABEL_COLUMNS))
 
     def __post_init__(self) -> None:
@@ -167,7 +172,12 @@ class JointCollator:
         for j in range(len(negatives[0])):
             ids, mask = left_pad(builder.documents([row_negatives[j] for row_negatives in negatives]), pad_id, "cpu")
             batch[f"negative_{j + 1}_input_ids"], batch[f"negative_{j + 1}_attention_mask"] = ids, mask
-        if label_column is not None:
+        if self.teacher_table is not None:
+            passages = [row[positive_column] for row in rows]
+            for j in range(len(negatives[0])):
+                passages += [row_negatives[j] for row_negatives in negatives]
+            batch["label"] = self.teacher_table.lookup([row[query_column] for row in rows], passages)
+        elif label_column is not None:
             scores = []
             for number, (row, chosen) in enumerate(zip(rows, picks)):
                 values = row[label_column]

@@ -26,11 +26,12 @@ class JointLoss(nn.Module):
         temperature: InfoNCE temperature (reference: 0.02).
         contrastive_weight / generation_weight: term weights (reference: 0.8 / 0.2).
         distillation_weight: weight of KL(teacher || student) over each query's own group (positive and its
-            hard negatives) when the data has teacher scores (0 disables it). The student's scores use
-            ``temperature``, as in the contrastive term, and the KL is taken as it is: Sentence-Transformers'
-            ``DistillKLDivLoss`` multiplies it by ``temperature**2`` (Hinton's correction for a hard-label loss at
-            temperature 1), which at 0.02 would leave its gradients 2,500 times weaker than InfoNCE's, whose
-            scores are divided by the same temperature; that factor is undone here.
+            hard negatives) when the data has teacher scores, or over every passage of the batch when the labels
+            hold a score for each (a teacher table's, see :mod:`o1_embedder.training.teacher_table`); 0 disables
+            it. The student's scores use ``temperature``, as in the contrastive term, and the KL is taken as it
+            is: Sentence-Transformers' ``DistillKLDivLoss`` multiplies it by ``temperature**2`` (Hinton's
+            correction for a hard-label loss at temperature 1), which at 0.02 would leave its gradients 2,500 times
+            weaker than InfoNCE's, whose scores are divided by the same temperature; that factor is undone here.
         teacher_temperature: softmax temperature of the teacher scores.
         cross_device_negatives: gather passages from all ranks as extra negatives when distributed.
 
@@ -90,9 +91,26 @@ class JointLoss(nn.Module):
         losses = {"contrastive": self.contrastive_weight * self.contrastive.compute_loss_from_embeddings(
             embeddings, labels)}
         if self.distillation_weight > 0 and labels is not None:
-            kl = self.distillation.compute_loss_from_embeddings(embeddings, labels.to(q.dtype))
-            losses["distillation"] = self.distillation_weight * kl / self.temperature ** 2
+            batch, groups = q.shape[0], len(passages)
+            if labels.shape == (batch, groups):  # each query's own positive and negatives
+                kl = self.distillation.compute_loss_from_embeddings(embeddings, labels.to(q.dtype))
+                kl = kl / self.temperature ** 2
+            elif labels.shape == (batch, batch * groups):  # every passage of the batch (a teacher table's)
+                kl = in_batch_kl(q, torch.cat(passages), labels, self.temperature, self.teacher_temperature)
+            else:
+                raise ValueError(f"teacher scores of shape {tuple(labels.shape)} fit neither each query's group "
+                                 f"({batch}, {groups}) nor every passage of the batch ({batch}, {batch * groups})")
+            losses["distillation"] = self.distillation_weight * kl
         return losses
+
+
+def in_batch_kl(queries: torch.Tensor, passages: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                teacher_temperature: float) -> torch.Tensor:
+    """KL(teacher || student) over every passage, averaged over the queries: the student's scores are the
+    dot products at ``temperature``, the teacher's ``teacher`` (queries x passages) at ``teacher_temperature``."""
+    student = torch.log_softmax((queries @ passages.T).float() / temperature, dim=1)
+    target = torch.log_softmax(teacher.detach().float().to(student.device) / teacher_temperature, dim=1)
+    return F.kl_div(student, target, log_target=True, reduction="batchmean")
 
 
 def check_features(features: list[dict[str, torch.Tensor]]) -> None:

@@ -54,6 +54,9 @@ class TrainConfig:
     generation_weight: float = _opt(0.2, "weight of the thought cross-entropy term")
     distillation_weight: float = _opt(0.0, "weight of KL distillation from the records' teacher scores")
     teacher_temperature: float = _opt(1.0, "softmax temperature of the teacher scores in the distillation term")
+    teacher_table: str | None = _opt(None, "teacher scores of every training query against every training passage "
+                                           "(.npz, o1_embedder.training.teacher_table): distil over every passage "
+                                           "of the batch, not only each query's own positive and negatives")
     cached_mini_batch_size: int | None = _opt(None, "GradCache-style loss: encode in mini-batches of this size "
                                                     "(large batches on small memory)")
     thought_dropout: float = _opt(0.1, "probability of training a query without its thought")
@@ -98,6 +101,9 @@ class TrainConfig:
         if self.contrastive_weight + self.generation_weight + self.distillation_weight == 0:
             raise ValueError("contrastive_weight, generation_weight and distillation_weight are all 0: "
                              "nothing to train")
+        if self.teacher_table is not None and self.distillation_weight == 0:
+            raise ValueError("teacher_table needs distillation_weight > 0 (the table is what the distillation "
+                             "term learns from)")
         for name in ("cached_mini_batch_size", "max_passage_tokens", "max_thought_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 when given, got {getattr(self, name)}")
@@ -170,6 +176,25 @@ def _loss(model: Any, config: TrainConfig) -> Any:
             if config.cached_mini_batch_size else JointLoss(model, **weights))
 
 
+def _teacher_table(config: TrainConfig, dataset: Any) -> Any:
+    """The teacher table of ``config``, checked to score every query against every passage of the data (before
+    any model loads); ``None`` without one."""
+    from o1_embedder.training.teacher_table import TeacherTable
+
+    if config.teacher_table is None:
+        return None
+    table = TeacherTable.load(config.teacher_table)
+    passages = set(dataset["positive"])
+    for negatives in dataset["negatives"]:
+        passages.update(negatives)
+    queries, missing = table.missing(dict.fromkeys(dataset["anchor"]), passages)
+    if queries or missing:
+        example = (f"the query {queries[0][:80]!r}" if queries else f"the passage {missing[0][:80]!r}")
+        raise ValueError(f"teacher table {config.teacher_table} does not cover {config.data}: {len(queries)} "
+                         f"queries and {len(missing)} passages have no score, for example {example}")
+    return table
+
+
 def _save(model: Any, config: TrainConfig, read: tuple[str | None, ...], document_tokens: int | None) -> None:
     """The adapter (if asked), then the merged model and its training settings."""
     from o1_embedder.files import atomic_write_text
@@ -197,6 +222,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     read = _check_targets(config)
     dataset = load_training_data(config.data, require_negatives=config.num_negatives > 0)
+    table = _teacher_table(config, dataset)
     evaluator = None
     if config.eval_data:  # validated before the model is loaded, like the training data
         from o1_embedder.training.evaluator import heldout_evaluator
@@ -211,7 +237,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.lora:
         add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
     collator = JointCollator(module, num_negatives=config.num_negatives, thought_dropout=config.thought_dropout,
-                             max_thought_tokens=config.max_thought_tokens, seed=config.seed)
+                             max_thought_tokens=config.max_thought_tokens, seed=config.seed, teacher_table=table)
     args = _training_arguments(config)
     trainer = JointTrainer(model=model, args=args, train_dataset=dataset, loss=_loss(model, config),
                            data_collator=collator, evaluator=evaluator)
