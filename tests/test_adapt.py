@@ -287,13 +287,12 @@ def test_checkpointing_is_not_a_setting_the_run_depends_on(adapted, beir, tiny_o
 
 
 def test_in_batch_distillation_trains_from_a_table_of_the_run_s_records(adapted, beir, tiny_o1, tmp_path):
-    """The train stage scores every training query against every training passage once, and trains from it."""
+    """By default the train stage scores every training query against every training passage once, and trains
+    from that table; --no-in-batch-distillation trains from each record's own scores."""
     from o1_embedder.training.teacher_table import TeacherTable
 
-    out = tmp_path / "in-batch"
-    adapt(config(beir, out, tiny_o1, in_batch_distillation=True, reuse=str(adapted)))
-    records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
-    table = TeacherTable.load(out / "teacher_table.npz")
+    records = [json.loads(line) for line in (adapted / "train.jsonl").read_text().splitlines()]
+    table = TeacherTable.load(adapted / "teacher_table.npz")
     passages = {p for r in records for p in [r["pos"][0], *r["neg"]]}
     assert table.missing({r["query"] for r in records}, passages) == ([], [])
     assert table.scores.shape == (len({r["query"] for r in records}), len(passages))
@@ -301,8 +300,14 @@ def test_in_batch_distillation_trains_from_a_table_of_the_run_s_records(adapted,
     first = records[0]
     assert table.lookup([first["query"]], [first["pos"][0], *first["neg"]]).flatten().tolist() == pytest.approx(
         first["pos_scores"] + first["neg_scores"], abs=1e-4)
-    assert json.loads((out / "run.json").read_text())["stages"]["train"]["in_batch_distillation"] is True
-    assert json.loads((out / "model" / "training_config.json").read_text())["teacher_table"].endswith(
-        "teacher_table.npz")
-    with pytest.raises(ValueError, match="in_batch_distillation needs a teacher without a cross-encoder"):
-        config(beir, tmp_path / "x", tiny_o1, in_batch_distillation=True, teacher=["bm25", "cross-encoder:some/ce"])
+    assert json.loads((adapted / "run.json").read_text())["stages"]["train"]["in_batch_distillation"] is True
+    assert json.loads((adapted / "model" / "training_config.json").read_text())["teacher_table"] == str(
+        adapted / "teacher_table.npz")
+    out = tmp_path / "own-groups"
+    adapt(config(beir, out, tiny_o1, in_batch_distillation=False, reuse=str(adapted)))
+    assert not (out / "teacher_table.npz").exists()
+    assert json.loads((out / "model" / "training_config.json").read_text())["teacher_table"] is None
+    with pytest.raises(ValueError, match="teacher without a cross-encoder.*--no-in-batch-distillation"):
+        config(beir, tmp_path / "x", tiny_o1, teacher=["bm25", "cross-encoder:some/ce"])
+    assert config(beir, tmp_path / "x", tiny_o1, teacher=["bm25", "cross-encoder:some/ce"],
+                  in_batch_distillation=False).train_config().teacher_table is None
