@@ -311,3 +311,18 @@ def test_in_batch_distillation_trains_from_a_table_of_the_run_s_records(adapted,
         config(beir, tmp_path / "x", tiny_o1, teacher=["bm25", "cross-encoder:some/ce"])
     assert config(beir, tmp_path / "x", tiny_o1, teacher=["bm25", "cross-encoder:some/ce"],
                   in_batch_distillation=False).train_config().teacher_table is None
+    assert config(beir, tmp_path / "x", tiny_o1, distillation_weight=0.0).train_config().teacher_table is None
+
+
+def test_a_run_recorded_before_in_batch_distillation_resumes_as_it_trained(adapted, beir, tiny_o1, tmp_path):
+    """A run folder whose record has no in_batch_distillation trained each query's own group: resuming it needs
+    --no-in-batch-distillation, and the new default is refused rather than mixed in."""
+    out = tmp_path / "older"
+    shutil.copytree(adapted, out)
+    record = json.loads((out / "run.json").read_text())
+    del record["stages"]["train"]["in_batch_distillation"]
+    (out / "run.json").write_text(json.dumps(record))
+    with pytest.raises(RunError, match="train: in_batch_distillation False -> True"):
+        adapt(config(beir, out, tiny_o1))
+    assert "in_batch_distillation" not in json.loads((out / "run.json").read_text())["stages"]["train"]
+    adapt(config(beir, out, tiny_o1, in_batch_distillation=False))

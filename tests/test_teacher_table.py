@@ -74,6 +74,10 @@ def test_in_batch_kl_matches_its_definition_and_the_loss_uses_it(small_model):
     assert torch.allclose(loss.score(q, passages, teacher)["distillation"], 0.5 * expected, atol=1e-5)
     with pytest.raises(ValueError, match=r"fit neither each query's group \(3, 2\) nor every passage .*\(3, 6\)"):
         loss.score(q, passages, torch.zeros(3, 4))
+    # no negatives: a batch of one row has one passage (nothing to distil), a group of the positive alone is refused
+    assert loss.score(q[:1], [passages[0][:1]], teacher[:1, :1])["distillation"].abs() < 1e-6
+    with pytest.raises(ValueError, match="needs hard negatives"):
+        loss.score(q, passages[:1], teacher[:, :1])
 
 
 def test_training_with_a_teacher_table(tiny_backbone, tmp_path):
@@ -98,6 +102,11 @@ def test_training_with_a_teacher_table(tiny_backbone, tmp_path):
     assert len(terms) == 2 and all(np.isfinite(terms)) and all(t > 0 for t in terms)
     recorded = json.loads((tmp_path / "out.checkpoints" / "train_run.json").read_text())
     assert recorded["teacher_table_sha256"] and recorded["data_sha256"]
+    other, _, _ = table_for(records, score=lambda i, j: float(i - j))
+    other.save(tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="other settings.*teacher_table_sha256"):
+        train(TrainConfig(output=str(tmp_path / "out"), save_steps=1, resume=True,
+                          **{**settings, "teacher_table": str(tmp_path / "other.npz")}))
 
 
 def test_rows_of_records_to_dataset_work_with_a_table(small_model):

@@ -32,7 +32,7 @@ import logging
 import random
 from pathlib import Path
 
-from o1_embedder.pipeline.adapt_config import ADAPT_STAGES, AdaptConfig
+from o1_embedder.pipeline.adapt_config import ADAPT_STAGES, EARLIER_SETTINGS, AdaptConfig
 from o1_embedder.pipeline.common import evaluate_models, progress, train_stage, writer_model
 from o1_embedder.pipeline.runner import Run, RunError, Stage, log
 
@@ -360,7 +360,11 @@ def _write_teacher_table(run: Run, config: AdaptConfig, data: str, path: str) ->
     index = {t: i for i, t in enumerate(texts)}
     queries = list(dict.fromkeys(r["query"] for r in records))
     passages = list(dict.fromkeys(p for r in records for p in [r["pos"][0], *r["neg"]]))
-    columns = [index[p] for p in passages]  # every positive and negative is a text of the teacher's corpus
+    unknown = [p for p in passages if p not in index]
+    if unknown:
+        raise RunError(f"train: {len(unknown)} passages of {data} are not texts of the corpus the teacher scores "
+                       f"(the data stages were run on another corpus?), for example {unknown[0][:80]!r}")
+    columns = [index[p] for p in passages]
     teacher = CorpusTeacher(texts, parse_teacher(config.teacher)[0], cache_dir=str(run.path("embedding-cache")))
     bar = progress(len(queries), "teacher table", "query")
     rows = []
@@ -466,7 +470,8 @@ def adapt_run(config: AdaptConfig) -> Run:
     functions = {"queries": stage_queries, "mine": stage_mine, "teacher": stage_teacher, "synth": stage_synth,
                  "vote": stage_vote, "train": stage_train, "eval": stage_eval}
     settings = config.stage_settings()
-    stages = [Stage(name, functools.partial(functions[name], config=config), settings[name]) for name in ADAPT_STAGES]
+    stages = [Stage(name, functools.partial(functions[name], config=config), settings[name],
+                    earlier=EARLIER_SETTINGS.get(name, {})) for name in ADAPT_STAGES]
     return Run(config.folder, "adapt", stages)
 
 

@@ -8,11 +8,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ADAPT_STAGES", "AdaptConfig"]
+__all__ = ["ADAPT_STAGES", "EARLIER_SETTINGS", "AdaptConfig"]
 
 ADAPT_STAGES = ("queries", "mine", "teacher", "synth", "vote", "train", "eval")
 #: the train stage's table of teacher scores (``in_batch_distillation``), in the run folder
 TEACHER_TABLE = "teacher_table.npz"
+#: what a run recorded before a setting existed stands for (a run trained then distilled each query's own group)
+EARLIER_SETTINGS = {"train": {"in_batch_distillation": False}}
 
 
 def _opt(default, help: str, **metadata):
@@ -159,7 +161,8 @@ class AdaptConfig:
             contrastive_weight=self.contrastive_weight, generation_weight=self.generation_weight,
             distillation_weight=self.distillation_weight, teacher_temperature=self.teacher_temperature,
             thought_dropout=self.thought_dropout, max_passage_tokens=self.passage_tokens, seed=self.seed,
-            teacher_table=str(out / TEACHER_TABLE) if self.in_batch_distillation else None,
+            teacher_table=str(out / TEACHER_TABLE) if self.in_batch_distillation and self.distillation_weight > 0
+            else None,
             logging_steps=1, warmup_ratio=0.05, save_steps=self.save_steps, resume=True,
             gradient_checkpointing=self.gradient_checkpointing,
             checkpoint_every_n_layers=self.checkpoint_every_n_layers, cached_mini_batch_size=self.mini_batch_size,

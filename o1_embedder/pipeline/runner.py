@@ -48,6 +48,8 @@ class Stage:
     settings: dict[str, Any] = field(default_factory=dict)
     #: outputs of the stage that a reused folder must hold (paths relative to the run folder)
     outputs: Sequence[str] = ()
+    #: settings added after runs were recorded without them: the value such a record stands for
+    earlier: dict[str, Any] = field(default_factory=dict)
 
 
 class Run:
@@ -100,13 +102,14 @@ class Run:
             recorded = self.record["stages"].get(stage.name)
             if recorded is not None:
                 for key, value in _plain(stage.settings).items():
-                    if key in recorded and recorded[key] != value:
-                        changed.append(f"{stage.name}: {key} {recorded[key]!r} -> {value!r}")
+                    before = recorded[key] if key in recorded else _plain(stage.earlier).get(key, value)
+                    if before != value:
+                        changed.append(f"{stage.name}: {key} {before!r} -> {value!r}")
             if stage.name == upto:
                 break
         if changed:
             raise RunError(f"{self.folder} was run with other settings ({'; '.join(changed)}); resuming would mix "
-                           f"them: use a new --out")
+                           f"them: pass the recorded values, or use a new --out")
 
     def _record_settings(self, stage: Stage) -> None:
         current = _plain(stage.settings)

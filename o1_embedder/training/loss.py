@@ -92,10 +92,16 @@ class JointLoss(nn.Module):
             embeddings, labels)}
         if self.distillation_weight > 0 and labels is not None:
             batch, groups = q.shape[0], len(passages)
-            if labels.shape == (batch, groups):  # each query's own positive and negatives
+            # every passage of the batch (a teacher table's labels); for a batch of one row with negatives both
+            # layouts are the same list, read as its group
+            in_batch = labels.shape == (batch, batch * groups) and not (batch == 1 and groups > 1)
+            if labels.shape == (batch, groups) and not in_batch:  # each query's own positive and negatives
+                if groups < 2:
+                    raise ValueError("distilling each query's own group needs hard negatives (num_negatives > 0): "
+                                     "with the positive alone the softmax is constant; or give a teacher table")
                 kl = self.distillation.compute_loss_from_embeddings(embeddings, labels.to(q.dtype))
                 kl = kl / self.temperature ** 2
-            elif labels.shape == (batch, batch * groups):  # every passage of the batch (a teacher table's)
+            elif in_batch:
                 kl = in_batch_kl(q, torch.cat(passages), labels, self.temperature, self.teacher_temperature)
             else:
                 raise ValueError(f"teacher scores of shape {tuple(labels.shape)} fit neither each query's group "

@@ -131,7 +131,8 @@ def _check_targets(config: TrainConfig) -> tuple[str | None, ...]:
         raise ValueError("adapter_output needs LoRA training (lora=True)")
     starts = (config.model if os.path.isdir(str(config.model)) else None,
               config.backbone if config.backbone and os.path.isdir(config.backbone) else None)
-    read = starts + (config.data, config.eval_data)  # an input inside the output folder would be deleted with it
+    # an input inside the output folder would be deleted with it
+    read = starts + (config.data, config.eval_data, config.teacher_table)
     check_model_target(config.output, force=config.force, inputs=read)  # before any work, not after training
     if config.adapter_output:
         from o1_embedder.files import check_creatable
