@@ -91,8 +91,7 @@ def _file_digest(path: str) -> str:
 def run_settings(config) -> dict:
     values = {k: v for k, v in asdict(config).items() if k in RESUME_KEYS}
     values["data_sha256"] = _file_digest(config.data)
-    table = getattr(config, "teacher_table", None)
-    values["teacher_table_sha256"] = _file_digest(table) if table else None
+    values["teacher_table_sha256"] = _file_digest(config.teacher_table) if config.teacher_table else None
     return json.loads(json.dumps(values))
 
 
