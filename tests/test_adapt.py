@@ -99,6 +99,9 @@ def test_adapt_end_to_end(adapted, beir, tiny_o1):
     assert model[0].query_weight == 0.0 != load_model(str(tiny_o1))[0].query_weight  # adapt's, not the start's
     adapter_settings = json.loads((adapted / "adapter" / "o1_embedder_config.json").read_text())
     assert adapter_settings["query_weight"] == 0.0
+    # documents are read as training read them (passage_tokens 96), not at the start's 48
+    assert model[0].max_document_tokens == 96 == adapter_settings["max_document_tokens"]
+    assert load_model(str(tiny_o1))[0].max_document_tokens == 48
     emb = model.encode_document(["the boundary layer of a wing"])
     assert emb.shape[1] == model.get_embedding_dimension()
     before, after = weights(tiny_o1), weights(adapted / "model")
@@ -106,6 +109,7 @@ def test_adapt_end_to_end(adapted, beir, tiny_o1):
     card = (adapted / "model" / "README.md").read_text()
     assert corpus.sha256 in card and "## Domain adaptation" in card and "adapted (think)" in card
     assert f"{len(records)} with teacher scores" in card and "stage times" in card
+    assert "read up to 96 tokens" in card
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(adapted / "model"), trust_remote_code=True)  # the ecosystem's loader too
@@ -326,3 +330,22 @@ def test_a_run_recorded_before_in_batch_distillation_resumes_as_it_trained(adapt
         adapt(config(beir, out, tiny_o1))
     assert "in_batch_distillation" not in json.loads((out / "run.json").read_text())["stages"]["train"]
     adapt(config(beir, out, tiny_o1, in_batch_distillation=False))
+
+
+def test_document_truncation_of_the_adapted_model(adapted, beir, tiny_o1, tmp_path):
+    """The adapted model reads documents at --document-tokens (default: --passage-tokens); 0 keeps the start's.
+    A run recorded before the setting kept the start's: it resumes with 0, the new default is refused."""
+    assert config(beir, tmp_path / "x", tiny_o1).model_settings() == {"query_weight": 0.0, "max_document_tokens": 96}
+    assert config(beir, tmp_path / "x", tiny_o1, document_tokens=200).model_settings()["max_document_tokens"] == 200
+    assert config(beir, tmp_path / "x", tiny_o1, document_tokens=0).model_settings() == {"query_weight": 0.0}
+    with pytest.raises(ValueError, match="document_tokens must be an integer >= 0"):
+        config(beir, tmp_path / "x", tiny_o1, document_tokens=-1)
+    out = tmp_path / "older"
+    shutil.copytree(adapted, out)
+    record = json.loads((out / "run.json").read_text())
+    assert record["stages"]["train"]["document_tokens"] == 96
+    del record["stages"]["train"]["document_tokens"]
+    (out / "run.json").write_text(json.dumps(record))
+    with pytest.raises(RunError, match="train: document_tokens 0 -> 96"):
+        adapt(config(beir, out, tiny_o1))
+    adapt(config(beir, out, tiny_o1, document_tokens=0))

@@ -338,7 +338,7 @@ def stage_train(run: Run, config: AdaptConfig) -> None:
     if train_config.teacher_table is not None:
         _write_teacher_table(run, config, train_config.data, train_config.teacher_table)
     train_stage(run, train_config)
-    _set_query_weight(run, config.query_weight)
+    _set_model_settings(run, config.model_settings())
     write_card(run, config)
 
 
@@ -376,16 +376,15 @@ def _write_teacher_table(run: Run, config: AdaptConfig, data: str, path: str) ->
     log(f"train: teacher scores of {len(queries)} queries against {len(passages)} passages in {path}")
 
 
-def _set_query_weight(run: Run, weight: float) -> None:
-    """Write the adapted model's query weight into its settings and its adapter's (training never reads it)."""
+def _set_model_settings(run: Run, changes: dict) -> None:
+    """Write ``changes`` (:meth:`AdaptConfig.model_settings`) into the adapted model's settings and its adapter's."""
     from o1_embedder.files import atomic_write_text
     from o1_embedder.model.folder import CONFIG_FILE
 
     for folder in ("model", "adapter"):
         path = run.path(folder, CONFIG_FILE)
         if path.is_file():
-            settings = json.loads(path.read_text(encoding="utf-8"))
-            settings["query_weight"] = float(weight)
+            settings = {**json.loads(path.read_text(encoding="utf-8")), **changes}
             atomic_write_text(path, json.dumps(settings, indent=4) + "\n")
 
 
@@ -430,12 +429,20 @@ def write_card(run: Run, config: AdaptConfig) -> None:
              f"- training records: {_lines(run.path('mined.jsonl'))} with hard negatives, "
              f"{_lines(run.path('scored.jsonl'))} with teacher scores, "
              f"{_count_thoughts(run.path('train.jsonl'))} with a thought chosen by the committee",
+             f"- documents: {_reads(config)}",
              f"- settings: `{json.dumps(run.record.get('stages', {}), sort_keys=True)}`",
              f"- stage times (seconds): `{json.dumps(run.timings())}`"]
     results = run.path("eval", "results.md")
     if results.is_file():
         lines += ["", results.read_text(encoding="utf-8").replace("# ", "### ", 1)]
     atomic_write_text(card_path, card + "\n".join(lines) + "\n")
+
+
+def _reads(config: AdaptConfig) -> str:
+    if not config.document_tokens:
+        return "read as the starting model reads them (its own truncation)"
+    return (f"read up to {config.document_tokens} tokens, the length training read; set `max_document_tokens` "
+            f"in o1_embedder_config.json to read more")
 
 
 def _lines(path: Path) -> int:
