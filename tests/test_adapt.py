@@ -113,6 +113,7 @@ def test_adapt_end_to_end(adapted, beir, tiny_o1):
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(adapted / "model"), trust_remote_code=True)  # the ecosystem's loader too
+    assert st.max_seq_length == 96
     assert torch.allclose(st.encode_document(["a wing"], convert_to_tensor=True),
                           model.encode_document(["a wing"], convert_to_tensor=True), atol=1e-5)
     results = json.loads((adapted / "eval" / "results.json").read_text())
@@ -333,13 +334,22 @@ def test_a_run_recorded_before_in_batch_distillation_resumes_as_it_trained(adapt
 
 
 def test_document_truncation_of_the_adapted_model(adapted, beir, tiny_o1, tmp_path):
-    """The adapted model reads documents at --document-tokens (default: --passage-tokens); 0 keeps the start's.
-    A run recorded before the setting kept the start's: it resumes with 0, the new default is refused."""
-    assert config(beir, tmp_path / "x", tiny_o1).model_settings() == {"query_weight": 0.0, "max_document_tokens": 96}
-    assert config(beir, tmp_path / "x", tiny_o1, document_tokens=200).model_settings()["max_document_tokens"] == 200
-    assert config(beir, tmp_path / "x", tiny_o1, document_tokens=0).model_settings() == {"query_weight": 0.0}
+    """The adapted model reads documents at --document-tokens (default: --passage-tokens); 0 keeps the start's;
+    a value beyond the backbone's context fails before training. A run recorded before the setting kept the
+    start's: it resumes with 0, the new default is refused."""
+    assert config(beir, tmp_path / "x", tiny_o1).train_config().max_document_tokens == 96
+    assert config(beir, tmp_path / "x", tiny_o1, document_tokens=0).train_config().max_document_tokens is None
     with pytest.raises(ValueError, match="document_tokens must be an integer >= 0"):
         config(beir, tmp_path / "x", tiny_o1, document_tokens=-1)
+    from o1_embedder import load_model
+
+    kept = tmp_path / "kept"
+    adapt(config(beir, kept, tiny_o1, document_tokens=0, reuse=str(adapted)))
+    assert load_model(str(kept / "model"))[0].max_document_tokens == 48
+    assert "read as the starting model reads them" in (kept / "model" / "README.md").read_text()
+    with pytest.raises(ValueError, match="max_document_tokens=1000000 .* exceed the backbone's context"):
+        adapt(config(beir, tmp_path / "long", tiny_o1, document_tokens=10**6, reuse=str(adapted)))
+    assert not (tmp_path / "long" / "done" / "train").exists() and not (tmp_path / "long" / "model").exists()
     out = tmp_path / "older"
     shutil.copytree(adapted, out)
     record = json.loads((out / "run.json").read_text())

@@ -338,7 +338,7 @@ def stage_train(run: Run, config: AdaptConfig) -> None:
     if train_config.teacher_table is not None:
         _write_teacher_table(run, config, train_config.data, train_config.teacher_table)
     train_stage(run, train_config)
-    _set_model_settings(run, config.model_settings())
+    _set_query_weight(run, config.query_weight)
     write_card(run, config)
 
 
@@ -376,15 +376,15 @@ def _write_teacher_table(run: Run, config: AdaptConfig, data: str, path: str) ->
     log(f"train: teacher scores of {len(queries)} queries against {len(passages)} passages in {path}")
 
 
-def _set_model_settings(run: Run, changes: dict) -> None:
-    """Write ``changes`` (:meth:`AdaptConfig.model_settings`) into the adapted model's settings and its adapter's."""
+def _set_query_weight(run: Run, weight: float) -> None:
+    """Write the adapted model's query weight into its settings and its adapter's (training never reads it)."""
     from o1_embedder.files import atomic_write_text
     from o1_embedder.model.folder import CONFIG_FILE
 
     for folder in ("model", "adapter"):
         path = run.path(folder, CONFIG_FILE)
         if path.is_file():
-            settings = {**json.loads(path.read_text(encoding="utf-8")), **changes}
+            settings = {**json.loads(path.read_text(encoding="utf-8")), "query_weight": float(weight)}
             atomic_write_text(path, json.dumps(settings, indent=4) + "\n")
 
 

@@ -83,7 +83,8 @@ class AdaptConfig:
     document_tokens: int | None = _opt(None, "the adapted model's document truncation in tokens (default: "
                                              "--passage-tokens, the length training read; chosen on a seeded half "
                                              "of Cranfield's queries: 0.334 nDCG@10 thinking there against 0.325 "
-                                             "reading up to the starting model's 512; 0 keeps the starting model's)")
+                                             "reading up to the starting model's own, 512 for the default; 0 keeps "
+                                             "the starting model's)")
     save_steps: int = _opt(10, "checkpoint every N training steps")
     gradient_checkpointing: bool = _opt(True, "recompute activations in the backward pass",
                                         no_help="keep every activation for the backward pass: about 13 GB for "
@@ -166,7 +167,8 @@ class AdaptConfig:
         return TrainConfig(
             data=str(out / "train.jsonl" if self.candidates else out / "scored.jsonl"), output=str(out / "model"),
             model=self.model, adapter_output=str(out / "adapter"), lora=True, lora_r=self.lora_r,
-            lora_alpha=self.lora_alpha, lora_dropout=0.05, epochs=self.epochs, learning_rate=self.learning_rate,
+            lora_alpha=self.lora_alpha, lora_dropout=0.05, max_document_tokens=self.document_tokens or None,
+            epochs=self.epochs, learning_rate=self.learning_rate,
             batch_size=self.batch_size, num_negatives=self.train_negatives, temperature=self.temperature,
             contrastive_weight=self.contrastive_weight, generation_weight=self.generation_weight,
             distillation_weight=self.distillation_weight, teacher_temperature=self.teacher_temperature,
@@ -177,14 +179,6 @@ class AdaptConfig:
             gradient_checkpointing=self.gradient_checkpointing,
             checkpoint_every_n_layers=self.checkpoint_every_n_layers, cached_mini_batch_size=self.mini_batch_size,
             bf16=self.dtype != "float32" and self.resolved_dtype() == "bfloat16")
-
-    def model_settings(self) -> dict:
-        """What the adapted model's settings take from the run (training never reads them): its query weight,
-        and its document truncation unless ``document_tokens`` is 0."""
-        settings: dict = {"query_weight": float(self.query_weight)}
-        if self.document_tokens:
-            settings["max_document_tokens"] = self.document_tokens
-        return settings
 
     def stage_settings(self) -> dict[str, dict]:
         """What each stage's output depends on (a resumed run refuses other values)."""

@@ -61,6 +61,8 @@ class TrainConfig:
                                                     "(large batches on small memory)")
     thought_dropout: float = _opt(0.1, "probability of training a query without its thought")
     max_passage_tokens: int | None = _opt(None, "truncate passages in training only (the saved model keeps its own)")
+    max_document_tokens: int | None = _opt(None, "the saved model's document truncation (default: the starting "
+                                                 "model's own; checked against its context before training)")
     max_thought_tokens: int | None = _opt(None, "truncate thoughts in training (default: the model's max_new_tokens)")
     bf16: bool = _opt(False, "mixed precision: bfloat16 matrix products, float32 weights and optimizer state "
                              "(faster on CPUs with AMX or AVX512-BF16: 1.4x per step in "
@@ -104,7 +106,7 @@ class TrainConfig:
         if self.teacher_table is not None and self.distillation_weight == 0:
             raise ValueError("teacher_table needs distillation_weight > 0 (the table is what the distillation "
                              "term learns from)")
-        for name in ("cached_mini_batch_size", "max_passage_tokens", "max_thought_tokens"):
+        for name in ("cached_mini_batch_size", "max_passage_tokens", "max_thought_tokens", "max_document_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 when given, got {getattr(self, name)}")
 
@@ -232,6 +234,8 @@ def train(config: TrainConfig) -> TrainResult:
     set_seed(config.seed)  # LoRA's initial matrices come from the global RNG: a run is reproducible in any process
     model = load_for_training(config)
     module = model[0]
+    if config.max_document_tokens is not None:  # fails here, not after training, beyond the backbone's context
+        model.max_seq_length = config.max_document_tokens
     saved_document_tokens = module.max_document_tokens
     if config.max_passage_tokens is not None:
         model.max_seq_length = config.max_passage_tokens
