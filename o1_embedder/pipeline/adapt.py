@@ -17,7 +17,8 @@ Stages (each seeded, resumable, timed, its outputs kept in DIR; see :mod:`o1_emb
 5. ``vote``     the committee keeps the candidate under which query + thought ranks the positive highest;
 6. ``train``    LoRA on the starting model: InfoNCE + thought cross-entropy + distillation, checkpointed; by
    default the distillation term matches the teacher's scores of every passage in the batch, from a table of
-   every training query against every training passage written at the start of the stage;
+   every training query against every training passage written at the start of the stage; the adapted model
+   reads documents up to ``document_tokens`` (default: ``passage_tokens``, the length training read);
 7. ``eval``     (``--eval`` only; the only stage that opens queries or judgments) before vs after, thinking and
    not, BM25 and all-MiniLM-L6-v2, with paired tests.
 
