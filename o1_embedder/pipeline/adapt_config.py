@@ -39,7 +39,7 @@ class AdaptConfig:
     # queries
     query_kinds: list[str] = _opt(["question", "title", "sentence"], "pseudo-query sources, rotated over documents")
     train_queries: int = _opt(1400, "training queries (at most one per document and kind; the default gives one to "
-                                    "each document of a 1,400-document corpus, about 46 minutes on 2 CPU cores)")
+                                    "each document of a 1,400-document corpus, about 48 minutes on 2 CPU cores)")
     round_trip_k: int = _opt(3, "keep a written question when its document is in the teacher's top k")
     question_tokens: int = _opt(32, "new tokens of a written question")
     question_retries: int = _opt(3, "sampled questions (temperature 0.7, seeded) for a document whose greedy one is "
