@@ -385,7 +385,8 @@ def _set_query_weight(run: Run, weight: float) -> None:
     for folder in ("model", "adapter"):
         path = run.path(folder, CONFIG_FILE)
         if path.is_file():
-            settings = {**json.loads(path.read_text(encoding="utf-8")), "query_weight": float(weight)}
+            settings = json.loads(path.read_text(encoding="utf-8"))
+            settings["query_weight"] = float(weight)
             atomic_write_text(path, json.dumps(settings, indent=4) + "\n")
 
 
